@@ -1,0 +1,123 @@
+"""The rollout plan: ordered steps, each a stage at some exposure, and the gates
+that decide whether it is safe to widen exposure.
+
+A parsed ``Plan`` is already validated (see ``stages.planfile``): steps only ever
+widen exposure, regions accumulate, ``full`` comes last. Steps carry their
+*effective* exposure: a regional step's ``percent`` is the percent of the last
+non-regional step before it, and its ``regions`` are every region released so far.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+
+class Stage(enum.StrEnum):
+    SHADOW = "shadow"
+    CANARY = "canary"
+    GRADUATED = "graduated"
+    REGIONAL = "regional"
+    FULL = "full"
+
+
+class OnRollback(enum.StrEnum):
+    STEP_BACK = "step_back"
+    PAUSE = "pause"
+
+
+# Threshold names, in the order they are checked: the worst crossed wins.
+THRESHOLD_NAMES = (
+    "abort_above",
+    "abort_below",
+    "rollback_above",
+    "rollback_below",
+    "hold_above",
+    "hold_below",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Gate:
+    """A PromQL instant query with thresholds named after what happens when crossed.
+
+    With ``baseline`` the compared value is ``query - baseline``. With ``samples``,
+    fewer than ``min_samples`` means ``no_data``. ``sustain`` is the plan's ``for``.
+    ``stages`` empty means every stage.
+    """
+
+    name: str
+    query: str
+    baseline: str | None = None
+    samples: str | None = None
+    min_samples: float = 0.0
+    hold_above: float | None = None
+    hold_below: float | None = None
+    rollback_above: float | None = None
+    rollback_below: float | None = None
+    abort_above: float | None = None
+    abort_below: float | None = None
+    sustain: timedelta = timedelta(0)
+    delay: timedelta = timedelta(0)
+    stages: frozenset[Stage] = frozenset()
+
+    def thresholds(self) -> dict[str, float]:
+        """The thresholds that are set, by name, in checking order."""
+        out: dict[str, float] = {}
+        for name in THRESHOLD_NAMES:
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        return out
+
+    def applies_to(self, stage: Stage) -> bool:
+        return not self.stages or stage in self.stages
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    stage: Stage
+    percent: float  # effective percent, 0..100, 0.01 resolution
+    regions: frozenset[str] = frozenset()  # effective: every region released so far
+    hold: timedelta = timedelta(0)
+    approval: bool = False
+    on_rollback: OnRollback = OnRollback.STEP_BACK
+    shadow: bool = True  # dual-write
+    gates: tuple[Gate, ...] = ()  # gates of this step only, on top of the plan's
+
+    def label(self) -> str:
+        if self.stage is Stage.REGIONAL:
+            return f"regional {','.join(sorted(self.regions))} (+{self.percent:g}%)"
+        if self.stage in (Stage.CANARY, Stage.GRADUATED):
+            return f"{self.stage} {self.percent:g}%"
+        if self.stage is Stage.FULL and not self.shadow:
+            return "full (dual-write off)"
+        return str(self.stage)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    rollout: str
+    flag: str
+    steps: tuple[Step, ...]
+    gates: tuple[Gate, ...] = ()
+    salt: str | None = None
+    interval: timedelta = timedelta(minutes=1)
+    min_evaluations: int = 3
+    max_gate_errors: int = 4
+    rollback_observe: timedelta = timedelta(minutes=10)
+    old_variant: str = "off"
+    new_variant: str = "on"
+    description: str = ""
+    labels: tuple[tuple[str, str], ...] = field(default=())
+
+    def gates_for(self, step_index: int) -> tuple[Gate, ...]:
+        """Every gate that applies while ``step_index`` is the current step."""
+        step = self.steps[step_index]
+        plan_gates = tuple(g for g in self.gates if g.applies_to(step.stage))
+        return plan_gates + step.gates
+
+    @property
+    def last_step(self) -> int:
+        return len(self.steps) - 1
