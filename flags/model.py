@@ -126,6 +126,11 @@ class Flag:
     description: str = ""
     rollout: RolloutServing | None = None
     version: int = 0
+    # Evaluation's hot path: a flag has few distinct answers, so each is built once and
+    # shared (Evaluation is frozen). Not an init field, so ``replace`` starts it afresh.
+    _answers: dict[tuple[str, Reason], Evaluation] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         if self.default_variant not in self.variants:

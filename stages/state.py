@@ -133,9 +133,6 @@ def serving(state: RolloutState) -> Serving:
         # Back to the first step, and never above 0 %: "shadow, or 0 %".
         first = plan.steps[0]
         return Serving(first.stage, 0, 0.0, frozenset(), first.shadow)
-    if state.status is Status.COMPLETED:
-        index = plan.last_step
-    else:
-        index = state.step
+    index = plan.last_step if state.status is Status.COMPLETED else state.step
     step = plan.steps[index]
     return Serving(step.stage, index, step.percent, step.regions, step.shadow)

@@ -1,0 +1,42 @@
+# The two commands a fresh machine needs: `make demo` (the main job) and `make test`.
+# Both install what they need first: Python packages into .venv, system packages
+# (Prometheus) with apt-get where we are allowed to.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup system demo serve test lint typecheck unit bench clean
+
+$(BIN)/rollout: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+system:
+	scripts/install-system-deps
+
+setup: system $(BIN)/rollout
+
+demo: setup
+	scripts/demo
+
+lint: $(BIN)/rollout
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(BIN)/rollout
+	$(BIN)/mypy
+
+unit: $(BIN)/rollout
+	$(BIN)/pytest tests/unit -q
+
+test: setup lint typecheck
+	$(BIN)/pytest -q --cov --cov-report=term:skip-covered
+
+bench: setup
+	$(BIN)/python -m tests.benchmarks.run
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage *.egg-info

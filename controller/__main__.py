@@ -1,0 +1,5 @@
+"""python -m controller: the rollout command."""
+
+from controller.cli import main
+
+main()

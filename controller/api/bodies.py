@@ -1,0 +1,42 @@
+"""Request bodies of the REST API (pydantic, at the edge only). Unknown fields are
+refused so a typo (``"forse": true``) is an error, not a silent no-op."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from controller.auth import Role
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ActionBody(Body):
+    reason: str = Field(default="", max_length=2000)
+    force: bool = False
+    immediate: bool = False
+    version: int | None = Field(default=None, ge=0, description="compare-and-swap: refuse if stale")
+
+
+class PlanBody(Body):
+    yaml: str | None = Field(default=None, max_length=262_144, description="plan file text")
+    plan: dict[str, Any] | None = Field(default=None, description="plan as JSON")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> PlanBody:
+        if (self.yaml is None) == (self.plan is None):
+            raise ValueError("send exactly one of 'yaml' (plan file text) or 'plan' (JSON)")
+        return self
+
+
+class SwitchBody(Body):
+    reason: str = Field(default="", max_length=2000)
+    version: int | None = Field(default=None, ge=0)
+
+
+class TokenBody(Body):
+    name: str = Field(min_length=1, max_length=128)
+    role: Role

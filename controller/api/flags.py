@@ -1,0 +1,96 @@
+"""Flags: list, read, create or replace, kill switch, delete."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Header, Response
+
+from controller.api.bodies import SwitchBody
+from controller.errors import Invalid
+from controller.runtime import Admin, Operator, Reader, RuntimeDep
+
+router = APIRouter(prefix="/api/v1/flags", tags=["flags"])
+
+
+@router.get("")
+def list_flags(runtime: RuntimeDep, _who: Reader) -> dict[str, Any]:
+    return {"flags": runtime.flags.list()}
+
+
+@router.get("/{key}")
+def get_flag(key: str, runtime: RuntimeDep, _who: Reader) -> dict[str, Any]:
+    return runtime.flags.get(key)
+
+
+@router.put("/{key}")
+def put_flag(
+    key: str,
+    runtime: RuntimeDep,
+    who: Operator,
+    response: Response,
+    body: Annotated[dict[str, Any], Body()],
+    if_match: Annotated[str | None, Header()] = None,
+) -> dict[str, Any]:
+    """Create a flag, or replace it (send the version you read, in the body or If-Match)."""
+    body = dict(body)
+    version = _version(body.pop("version", None), if_match)
+    for server_field in ("managed_by", "created_at", "updated_at"):
+        body.pop(server_field, None)
+    outcome, view = runtime.flags.put(
+        key, body, actor=who.actor, now=runtime.clock(), expected_version=version
+    )
+    response.status_code = 201 if outcome == "created" else 200
+    return {"outcome": outcome, "flag": view}
+
+
+@router.post("/{key}/enable")
+def enable_flag(key: str, body: SwitchBody, runtime: RuntimeDep, who: Operator) -> dict[str, Any]:
+    return runtime.flags.set_enabled(
+        key,
+        True,
+        actor=who.actor,
+        now=runtime.clock(),
+        reason=body.reason,
+        expected_version=body.version,
+    )
+
+
+@router.post("/{key}/disable")
+def disable_flag(key: str, body: SwitchBody, runtime: RuntimeDep, who: Operator) -> dict[str, Any]:
+    """The kill switch: everyone gets the flag's default variant."""
+    return runtime.flags.set_enabled(
+        key,
+        False,
+        actor=who.actor,
+        now=runtime.clock(),
+        reason=body.reason,
+        expected_version=body.version,
+    )
+
+
+@router.delete("/{key}", status_code=204)
+def delete_flag(key: str, runtime: RuntimeDep, who: Admin) -> Response:
+    runtime.flags.delete(key, actor=who.actor, now=runtime.clock())
+    return Response(status_code=204)
+
+
+def _version(in_body: object, if_match: str | None) -> int | None:
+    raw: object = in_body
+    if raw is None and if_match is not None:
+        raw = if_match.strip().strip('"')
+    if raw is None:
+        return None
+    if isinstance(raw, bool):
+        raise Invalid(
+            "version must be an integer", [{"field": "version", "message": "not an integer"}]
+        )
+    try:
+        version = int(raw)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        raise Invalid(
+            "version must be an integer", [{"field": "version", "message": "not an integer"}]
+        ) from None
+    if version < 0:
+        raise Invalid("version must be >= 0", [{"field": "version", "message": "negative"}])
+    return version

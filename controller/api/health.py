@@ -1,0 +1,34 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from controller.runtime import RuntimeDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+def readyz(runtime: RuntimeDep) -> JSONResponse:
+    checks: dict[str, Any] = {}
+    try:
+        runtime.store.ping()
+        checks["database"] = {"ok": True}
+    except Exception as exc:
+        checks["database"] = {"ok": False, "error": type(exc).__name__}
+    checks["snapshot"] = {
+        "ok": runtime.snapshots.loaded,
+        "revision": runtime.snapshots.current.revision,
+        "flags": len(runtime.snapshots.current.flags),
+    }
+    ready = all(c["ok"] for c in checks.values())
+    return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)

@@ -1,0 +1,81 @@
+"""Rollouts: apply plans, read state, perform actions, and the audit list."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response
+
+from controller.api.bodies import ActionBody, PlanBody
+from controller.audit import list_events
+from controller.rollouts import parse_plan_input
+from controller.runtime import Admin, Operator, Reader, RuntimeDep
+from stages.actions import Action
+from stages.planfile import plan_to_dict
+
+router = APIRouter(prefix="/api/v1", tags=["rollouts"])
+
+
+@router.post("/plans")
+def apply_plan(
+    body: PlanBody,
+    runtime: RuntimeDep,
+    who: Operator,
+    response: Response,
+    dry_run: Annotated[bool, Query()] = False,
+) -> dict[str, Any]:
+    """Create or update a rollout from a plan (idempotent; a bad plan changes nothing)."""
+    plan, source = parse_plan_input(body.yaml, body.plan)
+    if dry_run:
+        return {"outcome": "valid", "plan": plan_to_dict(plan)}
+    result = runtime.rollouts.apply(plan, source, who.actor, runtime.clock())
+    response.status_code = 201 if result.outcome == "created" else 200
+    return {"outcome": result.outcome, "changes": result.changes, "rollout": result.rollout}
+
+
+@router.get("/rollouts")
+def list_rollouts(runtime: RuntimeDep, _who: Reader) -> dict[str, Any]:
+    return {"rollouts": runtime.rollouts.list(runtime.clock())}
+
+
+@router.get("/rollouts/{name}")
+def get_rollout(name: str, runtime: RuntimeDep, _who: Reader) -> dict[str, Any]:
+    return runtime.rollouts.get(name, runtime.clock())
+
+
+@router.post("/rollouts/{name}/actions/{action}")
+def act(
+    name: str, action: Action, body: ActionBody, runtime: RuntimeDep, who: Operator
+) -> dict[str, Any]:
+    """start, pause, resume, advance (force), approve, rollback (immediate), abort, retry."""
+    return runtime.rollouts.act(
+        name,
+        action,
+        actor=who.actor,
+        now=runtime.clock(),
+        reason=body.reason,
+        force=body.force,
+        immediate=body.immediate,
+        expected_version=body.version,
+    )
+
+
+@router.delete("/rollouts/{name}", status_code=204)
+def delete_rollout(name: str, runtime: RuntimeDep, who: Admin) -> Response:
+    runtime.rollouts.delete(name, actor=who.actor, now=runtime.clock())
+    return Response(status_code=204)
+
+
+@router.get("/audit")
+def audit(
+    runtime: RuntimeDep,
+    _who: Reader,
+    rollout: str | None = None,
+    flag: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    before: Annotated[int | None, Query(ge=1)] = None,
+) -> dict[str, Any]:
+    """Audit events, newest first; page with ``before`` = the last id you saw."""
+    with runtime.store.read() as session:
+        events = list_events(session, rollout=rollout, flag=flag, limit=limit, before_id=before)
+    return {"events": events}

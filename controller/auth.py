@@ -1,0 +1,155 @@
+"""Bearer tokens and roles. Fail closed: no token, an unknown token or a revoked one
+is refused, and each route names the permission it needs.
+
+Tokens are stored as SHA-256 hashes. The registry keeps the hashes of live tokens in
+memory so that evaluation, which every service calls per request, never waits on
+the database and keeps working while the database is down.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import secrets
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlmodel import col, select
+
+from controller import audit
+from controller.errors import Forbidden, NotFound, Unauthorized
+from controller.store import Store
+from controller.tables import TokenRow
+
+
+class Role(enum.StrEnum):
+    VIEWER = "viewer"
+    OPERATOR = "operator"
+    ADMIN = "admin"
+    SDK = "sdk"
+
+
+class Permission(enum.StrEnum):
+    EVALUATE = "evaluate"  # flag evaluation, OFREP, snapshot
+    READ = "read"  # flags, rollouts, audit
+    OPERATE = "operate"  # actions, plans, flag changes
+    ADMIN = "admin"  # tokens, deletions
+
+
+GRANTS: dict[Role, frozenset[Permission]] = {
+    Role.SDK: frozenset({Permission.EVALUATE}),
+    Role.VIEWER: frozenset({Permission.EVALUATE, Permission.READ}),
+    Role.OPERATOR: frozenset({Permission.EVALUATE, Permission.READ, Permission.OPERATE}),
+    Role.ADMIN: frozenset(Permission),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    name: str
+    role: Role
+    token_id: str
+
+    def can(self, permission: Permission) -> bool:
+        return permission in GRANTS[self.role]
+
+    @property
+    def actor(self) -> str:
+        return f"{self.name} ({self.role})"
+
+
+def hash_token(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def new_secret() -> str:
+    return "rt_" + secrets.token_urlsafe(32)
+
+
+class TokenRegistry:
+    """The live tokens, by hash. Reloaded from the database after every change."""
+
+    def __init__(self, store: Store, bootstrap_admin: str | None) -> None:
+        self._store = store
+        self._lock = threading.Lock()
+        self._by_hash: dict[str, Principal] = {}
+        self._bootstrap: dict[str, Principal] = {}
+        if bootstrap_admin:
+            self._bootstrap[hash_token(bootstrap_admin)] = Principal(
+                "bootstrap-admin", Role.ADMIN, "bootstrap"
+            )
+
+    def reload(self) -> None:
+        with self._store.read() as session:
+            rows = session.execute(
+                select(TokenRow).where(col(TokenRow.revoked_at).is_(None))
+            ).scalars()
+            fresh = {r.token_hash: Principal(r.name, Role(r.role), r.id) for r in rows}
+        with self._lock:
+            self._by_hash = fresh
+
+    def authenticate(self, authorization: str | None) -> Principal:
+        if not authorization:
+            raise Unauthorized("missing bearer token (Authorization: Bearer TOKEN)")
+        scheme, _, secret = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not secret.strip():
+            raise Unauthorized("malformed Authorization header: expected 'Bearer TOKEN'")
+        digest = hash_token(secret.strip())
+        principal = self._bootstrap.get(digest) or self._by_hash.get(digest)
+        if principal is None:
+            raise Unauthorized("unknown or revoked token")
+        return principal
+
+    def create(
+        self, *, name: str, role: Role, created_by: str, now: datetime
+    ) -> tuple[TokenRow, str]:
+        secret = new_secret()
+        row = TokenRow(
+            id=secrets.token_hex(6),
+            name=name,
+            role=role.value,
+            token_hash=hash_token(secret),
+            created_by=created_by,
+            created_at=now,
+        )
+        with self._store.write() as session:
+            session.add(row)
+            audit.record(
+                session,
+                at=now,
+                actor=created_by,
+                action="token.create",
+                reason=f"token {row.id} ({role}) for {name}",
+            )
+        self.reload()
+        return row, secret
+
+    def list(self) -> list[TokenRow]:
+        with self._store.read() as session:
+            return list(
+                session.execute(select(TokenRow).order_by(col(TokenRow.created_at))).scalars()
+            )
+
+    def revoke(self, token_id: str, *, actor: str, now: datetime) -> TokenRow:
+        with self._store.write() as session:
+            row = session.get(TokenRow, token_id)
+            if row is None:
+                raise NotFound(f"token {token_id!r} not found")
+            if row.revoked_at is None:
+                row.revoked_at = now
+                audit.record(
+                    session,
+                    at=now,
+                    actor=actor,
+                    action="token.revoke",
+                    reason=f"token {row.id} ({row.role}) for {row.name}",
+                )
+        self.reload()
+        return row
+
+
+def require(principal: Principal, permission: Permission) -> Principal:
+    if not principal.can(permission):
+        raise Forbidden(f"role {principal.role} may not {permission}; ask an admin for a token")
+    return principal

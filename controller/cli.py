@@ -1,0 +1,372 @@
+"""The ``rollout`` command. Everything but ``serve`` talks to a server over HTTP.
+
+Exit codes: 0 done; 1 the server refused or failed (its message is printed);
+2 bad usage or input (argparse, unreadable file, missing token); 3 server unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import httpx
+
+from controller import cli_format as fmt
+
+ACTIONS = ("start", "pause", "resume", "advance", "approve", "rollback", "abort", "retry")
+DEFAULT_SERVER = "http://127.0.0.1:8080"
+
+
+class CliError(Exception):
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+# -- HTTP ----------------------------------------------------------------------
+
+
+class Api:
+    def __init__(self, server: str, token: str | None, timeout: float = 15.0) -> None:
+        self.server = server.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.client = httpx.Client(base_url=self.server, headers=headers, timeout=timeout)
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self.client.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise CliError(f"cannot reach the server at {self.server}: {exc}", 3) from None
+        if response.status_code == 204:
+            return None
+        try:
+            body = response.json()
+        except ValueError:
+            body = {"message": response.text}
+        if response.status_code >= 400 and not _is_evaluation(path, body):
+            raise CliError(_error_text(response.status_code, body), 1)
+        return body
+
+
+def _is_evaluation(path: str, body: Any) -> bool:
+    # A missing flag still comes back as an evaluation (404 with errorCode): show it.
+    return path.startswith("/api/v1/evaluate/") and isinstance(body, dict) and "reason" in body
+
+
+def _error_text(status: int, body: Any) -> str:
+    if not isinstance(body, dict):
+        return f"server answered {status}"
+    lines = [f"error ({status}): {body.get('message') or body.get('error') or body}"]
+    for problem in body.get("problems", []) or []:
+        where = problem.get("field", "?")
+        if problem.get("line"):
+            where += f" (line {problem['line']})"
+        lines.append(f"  - {where}: {problem.get('message', '')}")
+    return "\n".join(lines)
+
+
+# -- commands --------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from controller.app import create_app
+    from controller.logs import configure_logging
+    from controller.settings import Settings
+
+    overrides: dict[str, Any] = {}
+    if args.host:
+        overrides["host"] = args.host
+    if args.port is not None:
+        overrides["port"] = args.port
+    if args.database_url:
+        overrides["database_url"] = args.database_url
+    settings = Settings(**overrides)
+    configure_logging(settings.log_level)
+    app = create_app(settings, plan_files=[Path(f) for f in args.apply or []])
+    uvicorn.run(
+        app, host=settings.host, port=settings.port, log_level=settings.log_level,
+        access_log=False,
+    )  # fmt: skip
+    return 0
+
+
+def cmd_apply(args: argparse.Namespace, api: Api) -> int:
+    path = Path(args.file)
+    try:
+        text = sys.stdin.read() if args.file == "-" else path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"cannot read {args.file}: {exc.strerror}", 2) from None
+    params = {"dry_run": "true"} if args.dry_run else None
+    try:
+        body = api.call("POST", "/api/v1/plans", json={"yaml": text}, params=params)
+    except CliError as exc:
+        raise CliError(
+            f"{args.file}: plan rejected, nothing applied\n{exc}", exc.exit_code
+        ) from None
+    if args.json:
+        fmt.print_json(body)
+    elif args.dry_run:
+        print(f"{args.file}: valid ({len(body['plan']['steps'])} steps)")
+    else:
+        rollout = body["rollout"]
+        print(
+            f"rollout/{rollout['name']} {body['outcome']}"
+            + (f" ({', '.join(body['changes'])})" if body["outcome"] == "updated" else "")
+        )
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, api: Api) -> int:
+    if args.name:
+        rollout = api.call("GET", f"/api/v1/rollouts/{args.name}")
+        if args.json:
+            fmt.print_json(rollout)
+        else:
+            print(fmt.rollout_detail(rollout))
+        return 0
+    rollouts = api.call("GET", "/api/v1/rollouts")["rollouts"]
+    if args.json:
+        fmt.print_json(rollouts)
+    else:
+        print(fmt.rollout_table(rollouts))
+    return 0
+
+
+def cmd_action(args: argparse.Namespace, api: Api) -> int:
+    body: dict[str, Any] = {"reason": args.reason or ""}
+    if getattr(args, "force", False):
+        body["force"] = True
+    if getattr(args, "immediate", False):
+        body["immediate"] = True
+    if args.version is not None:
+        body["version"] = args.version
+    rollout = api.call("POST", f"/api/v1/rollouts/{args.name}/actions/{args.action}", json=body)
+    if args.json:
+        fmt.print_json(rollout)
+    else:
+        print(
+            f"rollout/{rollout['name']} {args.action}: now {rollout['status']} at step "
+            f"{rollout['step'] + 1}/{rollout['step_count']} ({rollout['step_label']}), "
+            f"serving {fmt.serving_text(rollout['serving'])}"
+        )
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace, api: Api) -> int:
+    context: dict[str, Any] = {}
+    if args.key is not None:
+        context["targetingKey"] = args.key
+    for item in args.attr or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise CliError(f"--attr {item!r}: expected NAME=VALUE", 2)
+        context[name] = value
+    result = api.call("POST", f"/api/v1/evaluate/{args.flag}", json={"context": context})
+    if args.json:
+        fmt.print_json(result)
+    else:
+        print(fmt.evaluation_text(result))
+    return 1 if result.get("errorCode") == "FLAG_NOT_FOUND" else 0
+
+
+def cmd_audit(args: argparse.Namespace, api: Api) -> int:
+    params: dict[str, Any] = {"limit": args.limit}
+    if args.rollout:
+        params["rollout"] = args.rollout
+    if args.flag:
+        params["flag"] = args.flag
+    events = api.call("GET", "/api/v1/audit", params=params)["events"]
+    if args.json:
+        fmt.print_json(events)
+    else:
+        print(fmt.audit_table(events))
+    return 0
+
+
+def cmd_flag(args: argparse.Namespace, api: Api) -> int:
+    if args.flag_command == "list":
+        flags = api.call("GET", "/api/v1/flags")["flags"]
+        if args.json:
+            fmt.print_json(flags)
+        else:
+            print(fmt.flag_table(flags))
+        return 0
+    if args.flag_command == "show":
+        fmt.print_json(api.call("GET", f"/api/v1/flags/{args.key}"))
+        return 0
+    if args.flag_command == "put":
+        try:
+            definition = json.loads(Path(args.file).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise CliError(f"cannot read {args.file} as JSON: {exc}", 2) from None
+        result = api.call("PUT", f"/api/v1/flags/{args.key}", json=definition)
+        print(f"flag/{args.key} {result['outcome']} (version {result['flag']['version']})")
+        return 0
+    switch = "enable" if args.flag_command == "enable" else "disable"
+    flag = api.call(
+        "POST", f"/api/v1/flags/{args.key}/{switch}", json={"reason": args.reason or ""}
+    )
+    state = "enabled" if flag["enabled"] else "DISABLED (everyone gets the default)"
+    print(f"flag/{args.key} {state} (version {flag['version']})")
+    return 0
+
+
+def cmd_token(args: argparse.Namespace, api: Api) -> int:
+    if args.token_command == "create":
+        token = api.call("POST", "/api/v1/tokens", json={"name": args.name, "role": args.role})
+        if args.json:
+            fmt.print_json(token)
+        else:
+            print(
+                f"token {token['id']} ({token['role']}) for {token['name']}; "
+                "shown once, store it now:"
+            )
+            print(token["token"])
+        return 0
+    if args.token_command == "list":
+        tokens = api.call("GET", "/api/v1/tokens")["tokens"]
+        if args.json:
+            fmt.print_json(tokens)
+        else:
+            print(fmt.token_table(tokens))
+        return 0
+    api.call("DELETE", f"/api/v1/tokens/{args.id}")
+    print(f"token {args.id} revoked")
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace, api: Api) -> int:
+    api.call("DELETE", f"/api/v1/rollouts/{args.name}")
+    print(f"rollout/{args.name} deleted")
+    return 0
+
+
+# -- parser ----------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--server",
+        default=os.environ.get("ROLLOUT_SERVER", DEFAULT_SERVER),
+        help="controller URL (env ROLLOUT_SERVER; default %(default)s)",
+    )
+    common.add_argument("--token", default=None, help="API token (env ROLLOUT_TOKEN)")
+    common.add_argument("--json", action="store_true", help="print the server's JSON")
+
+    parser = argparse.ArgumentParser(
+        prog="rollout", description="Progressive rollouts with feature flags and Prometheus gates."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the API, web UI and scheduler")
+    serve.add_argument("--host", default=None, help="bind address (env ROLLOUT_HOST)")
+    serve.add_argument("--port", type=int, default=None, help="port (env ROLLOUT_PORT)")
+    serve.add_argument("--database-url", default=None, help="env ROLLOUT_DATABASE_URL")
+    serve.add_argument(
+        "--apply",
+        action="append",
+        metavar="FILE",
+        help="apply this plan file at start (repeatable; idempotent)",
+    )
+
+    apply = sub.add_parser("apply", parents=[common], help="create or update a rollout from a plan")
+    apply.add_argument("-f", "--file", required=True, help="plan file (YAML), or - for stdin")
+    apply.add_argument("--dry-run", action="store_true", help="validate only")
+
+    status = sub.add_parser("status", parents=[common], help="show rollouts, or one in detail")
+    status.add_argument("name", nargs="?")
+
+    for action in ACTIONS:
+        p = sub.add_parser(action, parents=[common], help=f"{action} a rollout")
+        p.add_argument("name")
+        p.add_argument("--reason", default="", help="why (goes into the audit log)")
+        p.add_argument(
+            "--version",
+            type=int,
+            default=None,
+            help="refuse if the rollout is no longer at this version",
+        )
+        if action == "advance":
+            p.add_argument(
+                "--force",
+                action="store_true",
+                help="advance even while a gate is at rollback/abort (recorded)",
+            )
+        if action == "rollback":
+            p.add_argument(
+                "--immediate",
+                action="store_true",
+                help="straight to the first step instead of stepping back",
+            )
+        p.set_defaults(action=action)
+
+    ev = sub.add_parser("eval", parents=[common], help="evaluate a flag for a user")
+    ev.add_argument("flag")
+    ev.add_argument("--key", help="targeting key (the user's pseudonym)")
+    ev.add_argument("--attr", action="append", metavar="NAME=VALUE", help="context attribute")
+
+    au = sub.add_parser("audit", parents=[common], help="show the audit log")
+    au.add_argument("--rollout")
+    au.add_argument("--flag")
+    au.add_argument("--limit", type=int, default=50)
+
+    fl = sub.add_parser("flag", parents=[common], help="list, show, put, enable or disable flags")
+    fl_sub = fl.add_subparsers(dest="flag_command", required=True)
+    fl_sub.add_parser("list", parents=[common])
+    fl_sub.add_parser("show", parents=[common]).add_argument("key")
+    put = fl_sub.add_parser("put", parents=[common], help="create or replace from a JSON file")
+    put.add_argument("key")
+    put.add_argument("-f", "--file", required=True)
+    for switch in ("enable", "disable"):
+        sp = fl_sub.add_parser(switch, parents=[common])
+        sp.add_argument("key")
+        sp.add_argument("--reason", default="")
+
+    tk = sub.add_parser("token", parents=[common], help="manage API tokens (admin)")
+    tk_sub = tk.add_subparsers(dest="token_command", required=True)
+    create = tk_sub.add_parser("create", parents=[common])
+    create.add_argument("name")
+    create.add_argument("--role", required=True, choices=["viewer", "operator", "admin", "sdk"])
+    tk_sub.add_parser("list", parents=[common])
+    tk_sub.add_parser("revoke", parents=[common]).add_argument("id")
+
+    sub.add_parser(
+        "delete", parents=[common], help="delete a finished rollout (admin)"
+    ).add_argument("name")
+    return parser
+
+
+HANDLERS = {
+    "apply": cmd_apply,
+    "status": cmd_status,
+    "eval": cmd_eval,
+    "audit": cmd_audit,
+    "flag": cmd_flag,
+    "token": cmd_token,
+    "delete": cmd_delete,
+    **dict.fromkeys(ACTIONS, cmd_action),
+}
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            sys.exit(cmd_serve(args))
+        token = args.token or os.environ.get("ROLLOUT_TOKEN")
+        if not token:
+            raise CliError("no API token: pass --token or set ROLLOUT_TOKEN", 2)
+        sys.exit(HANDLERS[args.command](args, Api(args.server, token)))
+    except CliError as exc:
+        print(f"rollout: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)

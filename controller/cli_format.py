@@ -1,0 +1,169 @@
+"""Human-readable output of the ``rollout`` command."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True))
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    if not rows:
+        return "(none)"
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}{_rest(seconds % size, size)}"
+    return f"{seconds}s"
+
+
+def _rest(remainder: int, size: int) -> str:
+    smaller = {86400: ("h", 3600), 3600: ("m", 60), 60: ("s", 1)}[size]
+    value = remainder // smaller[1]
+    return f"{value}{smaller[0]}" if value else ""
+
+
+def serving_text(serving: dict[str, Any]) -> str:
+    if serving["step"] < 0:
+        return "old to everyone (no dual-write)"
+    parts = [f"{serving['percent']:g}%"]
+    if serving["regions"]:
+        parts.append("+ regions " + ",".join(serving["regions"]))
+    parts.append("dual-write on" if serving["shadow"] else "dual-write off")
+    return " ".join(parts)
+
+
+def gates_text(outcomes: dict[str, str]) -> str:
+    return " ".join(f"{g}={o}" for g, o in sorted(outcomes.items())) or "-"
+
+
+def rollout_table(rollouts: list[dict[str, Any]]) -> str:
+    rows = [
+        [
+            r["name"],
+            r["flag"],
+            r["status"],
+            f"{r['step'] + 1}/{r['step_count']} {r['step_label']}",
+            serving_text(r["serving"]),
+            duration(r["seconds_in_step"]),
+            gates_text(r["last_outcomes"]),
+        ]
+        for r in rollouts
+    ]
+    return table(["rollout", "flag", "status", "step", "serving", "in step", "gates"], rows)
+
+
+def rollout_detail(r: dict[str, Any]) -> str:
+    lines = [
+        f"rollout/{r['name']}  (flag {r['flag']}, version {r['version']})",
+        f"  status:   {r['status']}" + (f"  ({r['reason']})" if r["reason"] else ""),
+        f"  step:     {r['step'] + 1} of {r['step_count']}: {r['step_label']}",
+        f"  serving:  {serving_text(r['serving'])}",
+        f"  in step:  {duration(r['seconds_in_step'])}"
+        + (
+            f", may advance in {duration(r['seconds_until_may_advance'])}"
+            if r["seconds_until_may_advance"] is not None
+            else ""
+        ),
+        f"  gates:    {gates_text(r['last_outcomes'])}",
+        "  plan:",
+    ]
+    for i, step in enumerate(r["plan"]["steps"]):
+        marker = "->" if i == r["step"] else "  "
+        lines.append(f"   {marker} {i + 1:>2}. {_step_text(step)}")
+    return "\n".join(lines)
+
+
+def _step_text(step: dict[str, Any]) -> str:
+    parts = [step["stage"]]
+    if step.get("percent") is not None and step["stage"] in ("canary", "graduated"):
+        parts.append(f"{step['percent']:g}%")
+    if step.get("regions"):
+        parts.append(",".join(step["regions"]))
+    if step.get("hold") and step["hold"] != "0s":
+        parts.append(f"hold {step['hold']}")
+    if step.get("approval"):
+        parts.append("needs approval")
+    if step.get("shadow") is False:
+        parts.append("dual-write off")
+    if step.get("on_rollback") == "pause":
+        parts.append("on rollback: pause")
+    return " ".join(parts)
+
+
+def evaluation_text(e: dict[str, Any]) -> str:
+    value = json.dumps(e.get("value"))
+    line = f"{e['key']} = {value}  variant={e.get('variant')} reason={e['reason']}"
+    if e.get("errorCode"):
+        line += f" error={e['errorCode']}"
+    rollout = e.get("rollout")
+    if rollout:
+        line += (
+            f"\n  rollout {rollout['name']}: {rollout['status']}, {rollout['stage']} "
+            f"{rollout['percent']:g}%, dual-write {'on' if rollout['shadow'] else 'off'}"
+        )
+    return line
+
+
+def audit_table(events: list[dict[str, Any]]) -> str:
+    rows = [
+        [
+            str(e["id"]),
+            e["at"][:19].replace("T", " "),
+            e["actor"],
+            e["action"],
+            e["rollout"] or e["flag"] or "-",
+            _move(e),
+            e["reason"],
+        ]
+        for e in events
+    ]
+    return table(["id", "at (utc)", "actor", "action", "subject", "change", "reason"], rows)
+
+
+def _move(e: dict[str, Any]) -> str:
+    if e["from_status"] is None and e["to_status"] is None:
+        return "-"
+    before = f"{e['from_status'] or '-'}@{_step(e['from_step'])}"
+    after = f"{e['to_status'] or '-'}@{_step(e['to_step'])}"
+    return f"{before} -> {after}"
+
+
+def _step(step: int | None) -> str:
+    return "-" if step is None else str(step + 1)
+
+
+def flag_table(flags: list[dict[str, Any]]) -> str:
+    rows = [
+        [
+            f["key"],
+            f["type"],
+            "on" if f["enabled"] else "KILLED",
+            f["default_variant"],
+            str(len(f.get("rules", []))),
+            f.get("managed_by") or "-",
+            str(f["version"]),
+        ]
+        for f in flags
+    ]
+    return table(["flag", "type", "switch", "default", "rules", "rollout", "version"], rows)
+
+
+def token_table(tokens: list[dict[str, Any]]) -> str:
+    rows = [
+        [t["id"], t["name"], t["role"], t["created_at"][:19], t["revoked_at"] or "-"]
+        for t in tokens
+    ]
+    return table(["id", "name", "role", "created", "revoked"], rows)

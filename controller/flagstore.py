@@ -1,0 +1,205 @@
+"""Flag use cases: create or replace a definition, flip the kill switch, delete.
+Each is one transaction with a version compare-and-swap and an audit event."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+from sqlmodel import col, select
+
+from controller import audit
+from controller.errors import Invalid, NotFound, Refused, VersionConflict
+from controller.store import Store
+from controller.tables import FlagRow, RolloutRow
+from flags.codec import FlagDefinitionError, flag_from_dict, flag_to_dict
+from flags.model import Flag
+
+
+def flag_view(row: FlagRow) -> dict[str, Any]:
+    return {
+        **row.definition,
+        "version": row.version,
+        "managed_by": row.managed_by,
+        "created_at": row.created_at.isoformat(),
+        "updated_at": row.updated_at.isoformat(),
+    }
+
+
+def parse_flag(body: object, key: str) -> Flag:
+    try:
+        return flag_from_dict(body, key=key)
+    except FlagDefinitionError as exc:
+        problems: list[dict[str, object]] = [
+            {"field": path, "message": message} for path, message in exc.problems
+        ]
+        raise Invalid(f"the flag has {len(problems)} problem(s)", problems) from exc
+
+
+class Flags:
+    def __init__(self, store: Store, on_change: Callable[[], None]) -> None:
+        self._store = store
+        self._on_change = on_change
+
+    def list(self) -> list[dict[str, Any]]:
+        with self._store.read() as session:
+            rows = session.execute(select(FlagRow).order_by(col(FlagRow.key))).scalars()
+            return [flag_view(r) for r in rows]
+
+    def get(self, key: str) -> dict[str, Any]:
+        with self._store.read() as session:
+            return flag_view(_load(session, key))
+
+    def put(
+        self,
+        key: str,
+        body: dict[str, Any],
+        *,
+        actor: str,
+        now: datetime,
+        expected_version: int | None,
+    ) -> tuple[str, dict[str, Any]]:
+        """Create or replace. Replacing needs the version the client read."""
+        flag = parse_flag(body, key)
+        definition = flag_to_dict(flag)
+        with self._store.write() as session:
+            row = session.get(FlagRow, key)
+            if row is None:
+                row = FlagRow(
+                    key=key, definition=definition, version=1, created_at=now, updated_at=now
+                )
+                session.add(row)
+                audit.record(
+                    session,
+                    at=now,
+                    actor=actor,
+                    action="flag.create",
+                    flag=key,
+                    version=1,
+                    reason="flag created",
+                )
+                outcome = "created"
+            else:
+                if expected_version is None:
+                    raise Invalid(
+                        f"flag {key!r} exists: send its current version to replace it",
+                        [{"field": "version", "message": "required when replacing a flag"}],
+                    )
+                _check_rollout_variants(session, row, flag)
+                if row.definition == definition:
+                    _check_version(row, expected_version)
+                    return "unchanged", flag_view(row)
+                _cas(session, row, expected_version, now, definition=definition)
+                audit.record(
+                    session,
+                    at=now,
+                    actor=actor,
+                    action="flag.update",
+                    flag=key,
+                    version=expected_version + 1,
+                    reason="flag replaced",
+                    details={"enabled": flag.enabled},
+                )
+                outcome = "updated"
+            audit.bump_revision(session)
+            session.flush()
+            session.refresh(row)
+            view = flag_view(row)
+        self._on_change()
+        return outcome, view
+
+    def set_enabled(
+        self,
+        key: str,
+        enabled: bool,
+        *,
+        actor: str,
+        now: datetime,
+        reason: str,
+        expected_version: int | None,
+    ) -> dict[str, Any]:
+        """The kill switch: a disabled flag serves its default to everyone."""
+        with self._store.write() as session:
+            row = _load(session, key)
+            version = row.version if expected_version is None else expected_version
+            definition = {**row.definition, "enabled": enabled}
+            _cas(session, row, version, now, definition=definition)
+            audit.record(
+                session,
+                at=now,
+                actor=actor,
+                action="flag.enable" if enabled else "flag.disable",
+                flag=key,
+                rollout=row.managed_by,
+                version=version + 1,
+                reason=reason or ("enabled" if enabled else "kill switch"),
+            )
+            audit.bump_revision(session)
+            session.flush()
+            session.refresh(row)
+            view = flag_view(row)
+        self._on_change()
+        return view
+
+    def delete(self, key: str, *, actor: str, now: datetime) -> None:
+        with self._store.write() as session:
+            row = _load(session, key)
+            holder = session.execute(
+                select(RolloutRow).where(col(RolloutRow.flag_key) == key)
+            ).scalar_one_or_none()
+            if holder is not None:
+                raise Refused(
+                    f"flag {key!r} is driven by rollout {holder.name!r}; delete that first"
+                )
+            session.delete(row)
+            audit.record(
+                session, at=now, actor=actor, action="flag.delete", flag=key, reason="flag deleted"
+            )
+            audit.bump_revision(session)
+        self._on_change()
+
+
+def _load(session: Session, key: str) -> FlagRow:
+    row = session.get(FlagRow, key)
+    if row is None:
+        raise NotFound(f"flag {key!r} not found")
+    return row
+
+
+def _check_version(row: FlagRow, expected: int) -> None:
+    if row.version != expected:
+        raise VersionConflict(
+            f"flag {row.key!r} is at version {row.version}, not {expected}: reload and try again",
+            current_version=row.version,
+        )
+
+
+def _cas(session: Session, row: FlagRow, expected: int, now: datetime, **values: Any) -> None:
+    _check_version(row, expected)
+    result = session.execute(
+        update(FlagRow)
+        .where(col(FlagRow.key) == row.key, col(FlagRow.version) == expected)
+        .values(**values, version=expected + 1, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise VersionConflict(f"flag {row.key!r} was changed by someone else; reload and try again")
+
+
+def _check_rollout_variants(session: Session, row: FlagRow, flag: Flag) -> None:
+    if row.managed_by is None:
+        return
+    rollout = session.get(RolloutRow, row.managed_by)
+    if rollout is None:
+        return
+    variants = rollout.plan.get("variants", {})
+    needed = {variants.get("old", "off"), variants.get("new", "on")}
+    missing = sorted(v for v in needed if v not in flag.variants)
+    if missing:
+        raise Invalid(
+            f"flag {row.key!r} is driven by rollout {rollout.name!r}, which needs its variants",
+            [{"field": "variants", "message": f"missing {', '.join(missing)}"}],
+        )

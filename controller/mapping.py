@@ -1,0 +1,104 @@
+"""Explicit mapping between database rows and the core's frozen dataclasses."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from controller.tables import RolloutRow
+from stages.plan import Plan
+from stages.planfile import parse_plan_data, plan_to_dict
+from stages.state import GateMark, Outcome, RolloutState, Status, serving
+
+
+def _marks_to_json(marks: tuple[GateMark, ...]) -> list[list[str]]:
+    return [[m.at.isoformat(), m.outcome.value] for m in marks]
+
+
+def _marks_from_json(data: list[list[str]]) -> tuple[GateMark, ...]:
+    return tuple(GateMark(datetime.fromisoformat(at), Outcome(o)) for at, o in data)
+
+
+def bookkeeping_to_json(state: RolloutState) -> dict[str, Any]:
+    return {
+        "ok_evaluations": state.ok_evaluations,
+        "gate_errors": dict(state.gate_errors),
+        "history": {g: _marks_to_json(m) for g, m in state.history.items()},
+        "last_outcomes": {g: o.value for g, o in state.last_outcomes.items()},
+        "max_step_reached": state.max_step_reached,
+    }
+
+
+def state_from_row(row: RolloutRow, plan: Plan | None = None) -> RolloutState:
+    book = row.bookkeeping or {}
+    return RolloutState(
+        plan=plan if plan is not None else parse_plan_data(row.plan),
+        status=Status(row.status),
+        step=row.step,
+        step_started_at=row.step_started_at,
+        version=row.version,
+        reason=row.reason,
+        ok_evaluations=int(book.get("ok_evaluations", 0)),
+        gate_errors={str(k): int(v) for k, v in book.get("gate_errors", {}).items()},
+        history={str(k): _marks_from_json(v) for k, v in book.get("history", {}).items()},
+        last_outcomes={str(k): Outcome(v) for k, v in book.get("last_outcomes", {}).items()},
+        observe_until=row.observe_until,
+        started_at=row.started_at,
+        max_step_reached=int(book.get("max_step_reached", 0)),
+    )
+
+
+def state_columns(state: RolloutState) -> dict[str, Any]:
+    """The columns a state change writes (the version is the store's business)."""
+    return {
+        "status": state.status.value,
+        "step": state.step,
+        "step_started_at": state.step_started_at,
+        "observe_until": state.observe_until,
+        "started_at": state.started_at,
+        "reason": state.reason,
+        "bookkeeping": bookkeeping_to_json(state),
+    }
+
+
+def rollout_view(row: RolloutRow, state: RolloutState, now: datetime) -> dict[str, Any]:
+    """The API's representation of a rollout: stored state plus what it serves now."""
+    plan = state.plan
+    served = serving(state)
+    step = plan.steps[state.step]
+    in_step = (now - state.step_started_at).total_seconds() if state.step_started_at else None
+    may_advance_in = None
+    if state.step_started_at is not None and state.status is Status.RUNNING:
+        left = (state.step_started_at + step.hold - now).total_seconds()
+        may_advance_in = max(0.0, left)
+    return {
+        "name": row.name,
+        "flag": row.flag_key,
+        "status": state.status.value,
+        "reason": state.reason,
+        "version": row.version,
+        "step": state.step,
+        "step_count": len(plan.steps),
+        "step_label": step.label(),
+        "step_started_at": _iso(state.step_started_at),
+        "seconds_in_step": in_step,
+        "seconds_until_may_advance": may_advance_in,
+        "observe_until": _iso(state.observe_until),
+        "started_at": _iso(state.started_at),
+        "ok_evaluations": state.ok_evaluations,
+        "last_outcomes": {g: o.value for g, o in state.last_outcomes.items()},
+        "serving": {
+            "stage": served.stage.value,
+            "step": served.step,
+            "percent": served.percent,
+            "regions": sorted(served.regions),
+            "shadow": served.shadow,
+        },
+        "plan": plan_to_dict(plan),
+        "created_at": _iso(row.created_at),
+        "updated_at": _iso(row.updated_at),
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None

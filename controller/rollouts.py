@@ -1,0 +1,455 @@
+"""Rollout use cases: apply a plan, perform a manual action, apply an automatic
+decision. One transaction each; every change is a compare-and-swap on the version
+and writes its audit event in the same transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+from sqlmodel import col, select
+
+from controller import audit
+from controller.errors import Conflict, Invalid, NotFound, Refused, VersionConflict
+from controller.mapping import rollout_view, state_columns, state_from_row
+from controller.store import Store
+from controller.tables import FlagRow, RolloutRow
+from flags.codec import FlagDefinitionError, flag_from_dict
+from stages.actions import Action, ActionRefused, perform
+from stages.decisions import TRANSITIONS, Decision
+from stages.plan import Plan
+from stages.planfile import PlanError, parse_plan, parse_plan_data, plan_to_dict
+from stages.state import ACTIVE_STATUSES, GateReading, RolloutState, Status, serving
+from stages.transitions import apply as apply_decision
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    outcome: str  # "created", "updated", "unchanged"
+    rollout: dict[str, Any]
+    changes: list[str]
+
+
+def plan_problems(error: PlanError) -> list[dict[str, object]]:
+    return [{"field": p.path, "line": p.line, "message": p.message} for p in error.problems]
+
+
+def parse_plan_input(source: str | None, data: object | None) -> tuple[Plan, str]:
+    """A plan from YAML text or an already decoded mapping; every problem by path."""
+    try:
+        if source is not None:
+            return parse_plan(source), source
+        plan = parse_plan_data(data)
+        return plan, ""
+    except PlanError as exc:
+        raise Invalid(
+            f"the plan has {len(exc.problems)} problem(s); nothing was applied",
+            plan_problems(exc),
+        ) from exc
+
+
+class Rollouts:
+    def __init__(self, store: Store, on_change: Callable[[], None]) -> None:
+        self._store = store
+        self._on_change = on_change
+
+    # -- reads ---------------------------------------------------------------
+
+    def list(self, now: datetime) -> list[dict[str, Any]]:
+        with self._store.read() as session:
+            rows = session.execute(select(RolloutRow).order_by(col(RolloutRow.name))).scalars()
+            return [rollout_view(r, state_from_row(r), now) for r in rows]
+
+    def get(self, name: str, now: datetime) -> dict[str, Any]:
+        with self._store.read() as session:
+            row = _load(session, name)
+            return rollout_view(row, state_from_row(row), now)
+
+    def running_names(self) -> list[str]:
+        with self._store.read() as session:
+            query = select(RolloutRow.name).where(
+                col(RolloutRow.status).in_([s.value for s in ACTIVE_STATUSES])
+            )
+            return list(session.execute(query).scalars())
+
+    # -- plan apply ----------------------------------------------------------
+
+    def apply(self, plan: Plan, source: str, actor: str, now: datetime) -> ApplyResult:
+        plan_data = plan_to_dict(plan)
+        with self._store.write() as session:
+            row = session.get(RolloutRow, plan.rollout)
+            if row is None:
+                result = self._create(session, plan, plan_data, source, actor, now)
+            else:
+                result = self._update(session, row, plan, plan_data, source, actor, now)
+        if result.outcome != "unchanged":
+            self._on_change()
+        return result
+
+    def _create(
+        self,
+        session: Session,
+        plan: Plan,
+        plan_data: dict[str, Any],
+        source: str,
+        actor: str,
+        now: datetime,
+    ) -> ApplyResult:
+        holder = session.execute(
+            select(RolloutRow).where(col(RolloutRow.flag_key) == plan.flag)
+        ).scalar_one_or_none()
+        if holder is not None:
+            raise Conflict(
+                f"flag {plan.flag!r} is already driven by rollout {holder.name!r}; "
+                "one flag has at most one rollout (delete the old one first)"
+            )
+        _ensure_flag(session, plan, actor, now)
+        state = RolloutState(plan=plan)
+        row = RolloutRow(
+            name=plan.rollout,
+            flag_key=plan.flag,
+            plan_source=source,
+            plan=plan_data,
+            version=1,
+            created_at=now,
+            updated_at=now,
+            **state_columns(state),
+        )
+        session.add(row)
+        audit.record(
+            session,
+            at=now,
+            actor=actor,
+            action="apply",
+            rollout=plan.rollout,
+            flag=plan.flag,
+            after=state,
+            version=1,
+            reason="plan created",
+            details={"steps": len(plan.steps), "gates": [g.name for g in plan.gates]},
+        )
+        audit.bump_revision(session)
+        session.flush()
+        return ApplyResult("created", rollout_view(row, state, now), ["created"])
+
+    def _update(
+        self,
+        session: Session,
+        row: RolloutRow,
+        plan: Plan,
+        plan_data: dict[str, Any],
+        source: str,
+        actor: str,
+        now: datetime,
+    ) -> ApplyResult:
+        if row.flag_key != plan.flag:
+            raise Conflict(
+                f"rollout {row.name!r} drives flag {row.flag_key!r}; a plan cannot move it "
+                f"to {plan.flag!r} (delete the rollout and apply again)"
+            )
+        old = state_from_row(row)
+        if row.plan == plan_data:
+            return ApplyResult("unchanged", rollout_view(row, old, now), [])
+        _check_served_step_kept(old, plan)
+        _ensure_flag(session, plan, actor, now)
+        changes = _describe_changes(row.plan, plan_data)
+        step = 0 if old.status is Status.PENDING else min(old.step, len(plan.steps) - 1)
+        known = {g.name for i in range(len(plan.steps)) for g in plan.gates_for(i)}
+        state = RolloutState(
+            plan=plan,
+            status=old.status,
+            step=step,
+            step_started_at=old.step_started_at,
+            version=old.version,
+            reason=old.reason,
+            ok_evaluations=old.ok_evaluations,
+            gate_errors={g: n for g, n in old.gate_errors.items() if g in known},
+            history={g: m for g, m in old.history.items() if g in known},
+            last_outcomes={g: o for g, o in old.last_outcomes.items() if g in known},
+            observe_until=old.observe_until,
+            started_at=old.started_at,
+            max_step_reached=old.max_step_reached,
+        )
+        version = _cas(session, row, state, now, extra={"plan": plan_data, "plan_source": source})
+        audit.record(
+            session,
+            at=now,
+            actor=actor,
+            action="apply",
+            rollout=row.name,
+            flag=row.flag_key,
+            before=old,
+            after=state,
+            version=version,
+            reason="plan updated",
+            details={"changes": changes},
+        )
+        audit.bump_revision(session)
+        fresh = _load(session, row.name)
+        return ApplyResult("updated", rollout_view(fresh, state, now), changes)
+
+    # -- manual actions ------------------------------------------------------
+
+    def act(
+        self,
+        name: str,
+        action: Action,
+        *,
+        actor: str,
+        now: datetime,
+        reason: str = "",
+        force: bool = False,
+        immediate: bool = False,
+        expected_version: int | None = None,
+    ) -> dict[str, Any]:
+        with self._store.write() as session:
+            row = _load(session, name)
+            if expected_version is not None and expected_version != row.version:
+                raise VersionConflict(
+                    f"rollout {name!r} is at version {row.version}, not {expected_version}: "
+                    "it changed since you loaded it; reload and try again",
+                    current_version=row.version,
+                )
+            before = state_from_row(row)
+            try:
+                after = perform(
+                    before, action, now, force=force, immediate=immediate, reason=reason
+                )
+            except ActionRefused as exc:
+                raise Refused(exc.reason) from exc
+            version = _cas(session, row, after, now)
+            audit.record(
+                session,
+                at=now,
+                actor=actor,
+                action=action.value,
+                rollout=name,
+                flag=row.flag_key,
+                before=before,
+                after=after,
+                version=version,
+                reason=reason or after.reason,
+                details={
+                    "force": force,
+                    "immediate": immediate,
+                    "gates": {g: o.value for g, o in before.last_outcomes.items()},
+                    "serving_before": _serving_json(before),
+                    "serving_after": _serving_json(after),
+                },
+            )
+            audit.bump_revision(session)
+            fresh = _load(session, name)
+            view = rollout_view(fresh, after, now)
+        self._on_change()
+        return view
+
+    # -- automatic decisions -------------------------------------------------
+
+    def record_decision(
+        self,
+        name: str,
+        expected_version: int,
+        decision: Decision,
+        readings: Sequence[GateReading],
+        now: datetime,
+    ) -> RolloutState:
+        """Persist what ``decide`` said for one tick (the scheduler's shell)."""
+        with self._store.write() as session:
+            row = _load(session, name)
+            if row.version != expected_version:
+                raise VersionConflict(
+                    f"rollout {name!r} changed during the tick", current_version=row.version
+                )
+            before = state_from_row(row)
+            after = apply_decision(before, decision, readings, now)
+            version = _cas(session, row, after, now)
+            if isinstance(decision, TRANSITIONS):
+                audit.record(
+                    session,
+                    at=now,
+                    actor="controller",
+                    action=type(decision).__name__.lower(),
+                    rollout=name,
+                    flag=row.flag_key,
+                    before=before,
+                    after=after,
+                    version=version,
+                    reason=decision.reason,
+                    details={"readings": [_reading_json(r) for r in readings]},
+                )
+                audit.bump_revision(session)
+        if isinstance(decision, TRANSITIONS):
+            self._on_change()
+        return after
+
+    def delete(self, name: str, *, actor: str, now: datetime) -> None:
+        with self._store.write() as session:
+            row = _load(session, name)
+            state = state_from_row(row)
+            if state.status in ACTIVE_STATUSES:
+                raise Refused(
+                    f"rollout {name!r} is {state.status}; abort it or let it finish before "
+                    "deleting it"
+                )
+            flag = session.get(FlagRow, row.flag_key)
+            if flag is not None and flag.managed_by == name:
+                flag.managed_by = None
+            session.delete(row)
+            audit.record(
+                session,
+                at=now,
+                actor=actor,
+                action="delete",
+                rollout=name,
+                flag=row.flag_key,
+                before=state,
+                reason="rollout deleted",
+            )
+            audit.bump_revision(session)
+        self._on_change()
+
+
+def _load(session: Session, name: str) -> RolloutRow:
+    row = session.get(RolloutRow, name)
+    if row is None:
+        raise NotFound(f"rollout {name!r} not found")
+    return row
+
+
+def _cas(
+    session: Session,
+    row: RolloutRow,
+    state: RolloutState,
+    now: datetime,
+    extra: dict[str, Any] | None = None,
+) -> int:
+    """Write ``state`` only if the row is still at the version it was read at."""
+    new_version = row.version + 1
+    values = {**state_columns(state), **(extra or {}), "version": new_version, "updated_at": now}
+    result = session.execute(
+        update(RolloutRow)
+        .where(col(RolloutRow.name) == row.name, col(RolloutRow.version) == row.version)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise VersionConflict(
+            f"rollout {row.name!r} was changed by someone else; reload and try again"
+        )
+    session.expire(row)
+    return new_version
+
+
+def _ensure_flag(session: Session, plan: Plan, actor: str, now: datetime) -> None:
+    row = session.get(FlagRow, plan.flag)
+    if row is None:
+        definition = {
+            "key": plan.flag,
+            "type": "boolean",
+            "variants": {plan.old_variant: False, plan.new_variant: True},
+            "default_variant": plan.old_variant,
+            "enabled": True,
+            "salt": plan.salt,
+            "description": f"driven by rollout {plan.rollout}",
+            "rules": [],
+        }
+        session.add(
+            FlagRow(
+                key=plan.flag,
+                definition=definition,
+                version=1,
+                managed_by=plan.rollout,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        audit.record(
+            session,
+            at=now,
+            actor=actor,
+            action="flag.create",
+            flag=plan.flag,
+            rollout=plan.rollout,
+            version=1,
+            reason=f"created for rollout {plan.rollout}",
+        )
+        return
+    try:
+        flag = flag_from_dict(row.definition, key=row.key)
+    except FlagDefinitionError as exc:  # stored flags are valid; this guards hand edits
+        raise Conflict(f"stored flag {row.key!r} is invalid: {exc}") from exc
+    problems: list[dict[str, object]] = []
+    for field, variant in (("variants.old", plan.old_variant), ("variants.new", plan.new_variant)):
+        if variant not in flag.variants:
+            problems.append(
+                {
+                    "field": field,
+                    "message": f"flag {flag.key!r} has no variant {variant!r} "
+                    f"(it has {', '.join(sorted(flag.variants))})",
+                }
+            )
+    if plan.salt is not None and flag.salt != plan.salt:
+        problems.append(
+            {
+                "field": "salt",
+                "message": f"flag {flag.key!r} buckets with salt {flag.bucketing_salt!r}; "
+                "changing it would reshuffle users who already have the new side",
+            }
+        )
+    if problems:
+        raise Invalid("the plan does not fit its flag; nothing was applied", problems)
+    if row.managed_by != plan.rollout:
+        row.managed_by = plan.rollout
+        row.updated_at = now
+
+
+def _check_served_step_kept(old: RolloutState, plan: Plan) -> None:
+    """A plan change must not move what users are served right now."""
+    if old.status not in ACTIVE_STATUSES and old.status is not Status.COMPLETED:
+        return
+    served = serving(old)
+    index = served.step
+    if index >= len(plan.steps):
+        raise Conflict(
+            f"rollout {plan.rollout!r} is {old.status} at step {index}; the new plan has only "
+            f"{len(plan.steps)} steps (pause and roll back first, or abort)"
+        )
+    new = plan.steps[index]
+    if (new.stage, new.percent, new.regions, new.shadow) != (
+        served.stage,
+        served.percent,
+        served.regions,
+        served.shadow,
+    ):
+        raise Conflict(
+            f"rollout {plan.rollout!r} is {old.status} at step {index} ({served.stage} "
+            f"{served.percent:g}%); the new plan changes that step's exposure, which would move "
+            "users now. Keep the current step as it is, or abort and retry."
+        )
+
+
+def _describe_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    keys = sorted(set(old) | set(new))
+    return [f"{k} changed" for k in keys if old.get(k) != new.get(k)]
+
+
+def _serving_json(state: RolloutState) -> dict[str, Any]:
+    served = serving(state)
+    return {"step": served.step, "percent": served.percent, "regions": sorted(served.regions)}
+
+
+def _reading_json(r: GateReading) -> dict[str, Any]:
+    return {
+        "gate": r.gate,
+        "outcome": r.outcome.value,
+        "value": r.value,
+        "baseline": r.baseline,
+        "samples": r.samples,
+        "threshold": r.threshold,
+        "threshold_value": r.threshold_value,
+        "error": r.error,
+    }

@@ -1,0 +1,81 @@
+"""What the composition root builds once and every request uses: the store, the
+snapshot, the token registry and the use cases. FastAPI dependencies are
+``Annotated`` aliases over it, so routes name the permission they need."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from controller.auth import Permission, Principal, TokenRegistry, require
+from controller.flagstore import Flags
+from controller.rollouts import Rollouts
+from controller.settings import Settings
+from controller.snapshots import SnapshotHolder
+from controller.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: Store
+    snapshots: SnapshotHolder
+    tokens: TokenRegistry
+    clock: Callable[[], datetime] = utc_now
+    rollouts: Rollouts = field(init=False)
+    flags: Flags = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rollouts = Rollouts(self.store, self.changed)
+        self.flags = Flags(self.store, self.changed)
+
+    def changed(self) -> None:
+        """After a committed change: serve it. A failed refresh keeps the old snapshot."""
+        try:
+            self.snapshots.refresh()
+        except Exception:
+            log.exception(
+                "snapshot refresh failed; still serving revision %s",
+                self.snapshots.current.revision,
+            )
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def _principal(request: Request, runtime: RuntimeDep) -> Principal:
+    cached: Principal | None = getattr(request.state, "principal", None)
+    if cached is None:
+        cached = runtime.tokens.authenticate(request.headers.get("authorization"))
+        request.state.principal = cached
+    return cached
+
+
+def needs(permission: Permission) -> Callable[..., Principal]:
+    def dependency(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
+        return require(principal, permission)
+
+    dependency.__name__ = f"needs_{permission.value}"
+    return dependency
+
+
+Evaluator = Annotated[Principal, Depends(needs(Permission.EVALUATE))]
+Reader = Annotated[Principal, Depends(needs(Permission.READ))]
+Operator = Annotated[Principal, Depends(needs(Permission.OPERATE))]
+Admin = Annotated[Principal, Depends(needs(Permission.ADMIN))]

@@ -1,0 +1,108 @@
+"""Database tables (SQLModel). Only ``controller.store`` reads and writes them; the
+core never sees these classes, only the dataclasses they are mapped to."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Integer, String, Text, TypeDecorator
+from sqlmodel import Field, SQLModel
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC on the way out, on every backend (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _ts(nullable: bool = False) -> Any:
+    return Field(sa_column=Column(UTCDateTime(), nullable=nullable))
+
+
+class FlagRow(SQLModel, table=True):
+    __tablename__ = "flags"
+
+    key: str = Field(primary_key=True, max_length=128)
+    definition: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    version: int = Field(sa_column=Column(Integer, nullable=False))
+    managed_by: str | None = Field(default=None, max_length=64)  # the rollout driving it
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class RolloutRow(SQLModel, table=True):
+    __tablename__ = "rollouts"
+
+    name: str = Field(primary_key=True, max_length=64)
+    flag_key: str = Field(sa_column=Column(String(128), nullable=False, unique=True))
+    plan_source: str = Field(sa_column=Column(Text, nullable=False))
+    plan: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    status: str = Field(max_length=32)
+    step: int = 0
+    step_started_at: datetime | None = _ts(nullable=True)
+    observe_until: datetime | None = _ts(nullable=True)
+    started_at: datetime | None = _ts(nullable=True)
+    reason: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    # Counters and recent gate outcomes: see stages.state.RolloutState.
+    bookkeeping: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    version: int = Field(sa_column=Column(Integer, nullable=False))
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class AuditRow(SQLModel, table=True):
+    __tablename__ = "audit_events"
+
+    id: int | None = Field(
+        default=None,
+        sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    )
+    at: datetime = _ts()
+    actor: str = Field(max_length=128)
+    action: str = Field(max_length=64, index=True)
+    rollout: str | None = Field(default=None, max_length=64, index=True)
+    flag: str | None = Field(default=None, max_length=128, index=True)
+    from_status: str | None = Field(default=None, max_length=32)
+    to_status: str | None = Field(default=None, max_length=32)
+    from_step: int | None = None
+    to_step: int | None = None
+    version: int | None = None
+    reason: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    details: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+
+
+class TokenRow(SQLModel, table=True):
+    __tablename__ = "tokens"
+
+    id: str = Field(primary_key=True, max_length=32)
+    name: str = Field(max_length=128)
+    role: str = Field(max_length=16)
+    # sha256 of the secret: the secret itself is shown once, at creation, and never stored.
+    token_hash: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    created_by: str = Field(max_length=128)
+    created_at: datetime = _ts()
+    revoked_at: datetime | None = _ts(nullable=True)
+
+
+class RevisionRow(SQLModel, table=True):
+    """One row: bumped in every transaction that changes what evaluation serves, so a
+    replica (or an SDK) can tell cheaply whether its snapshot is stale."""
+
+    __tablename__ = "revision"
+
+    id: int = Field(default=1, primary_key=True)
+    value: int = Field(sa_column=Column(BigInteger, nullable=False))

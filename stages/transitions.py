@@ -1,0 +1,135 @@
+"""Applying a decision: the next ``RolloutState``, pure.
+
+``apply`` first records this tick's readings (the memory that ``for`` windows,
+``min_evaluations`` and ``max_gate_errors`` need), then carries out the decision.
+The version is left alone: the store bumps it with its compare-and-swap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from stages.decide import decide, due_gates, is_ok_evaluation, outcome_of, readings_by_gate
+from stages.decisions import (
+    Advance,
+    AwaitApproval,
+    Complete,
+    Decision,
+    Hold,
+    Pause,
+    Recover,
+    RollBack,
+    StepBack,
+)
+from stages.plan import Plan
+from stages.state import ACTIVE_STATUSES, GateMark, GateReading, RolloutState, Status
+
+# Holds in these statuses explain the status itself ("holding: p99 ..."), so they
+# replace the reason; a paused rollout keeps the reason it was paused for.
+_HOLD_SETS_REASON = frozenset({Status.RUNNING, Status.ROLLING_BACK})
+
+
+def tick(
+    state: RolloutState, readings: Sequence[GateReading], now: datetime
+) -> tuple[Decision, RolloutState]:
+    decision = decide(state, readings, now)
+    return decision, apply(state, decision, readings, now)
+
+
+def apply(
+    state: RolloutState, decision: Decision, readings: Sequence[GateReading], now: datetime
+) -> RolloutState:
+    if state.status in ACTIVE_STATUSES:
+        state = record_readings(state, readings, now)
+    return _carry_out(state, decision, now)
+
+
+def record_readings(
+    state: RolloutState, readings: Sequence[GateReading], now: datetime
+) -> RolloutState:
+    """Remember this tick's outcome of every due gate; delayed or foreign ones are ignored."""
+    gates = due_gates(state, now)
+    by_gate = readings_by_gate(gates, readings)
+    history = dict(state.history)
+    errors = dict(state.gate_errors)
+    last = dict(state.last_outcomes)
+    for gate in gates:
+        outcome = outcome_of(by_gate[gate.name])
+        marks = (*history.get(gate.name, ()), GateMark(now, outcome))
+        history[gate.name] = trim(marks, now - longest_sustain(state.plan, gate.name))
+        if outcome.is_missing_data:
+            errors[gate.name] = errors.get(gate.name, 0) + 1
+        else:
+            errors.pop(gate.name, None)
+        last[gate.name] = outcome
+    counted = 1 if is_ok_evaluation(state, readings, now) else 0
+    return replace(
+        state,
+        history=history,
+        gate_errors=errors,
+        last_outcomes=last,
+        ok_evaluations=state.ok_evaluations + counted,
+    )
+
+
+def longest_sustain(plan: Plan, gate: str) -> timedelta:
+    """The longest `for` window of any gate by that name, in any step."""
+    every_gate = (g for i in range(len(plan.steps)) for g in plan.gates_for(i))
+    return max((g.sustain for g in every_gate if g.name == gate), default=timedelta(0))
+
+
+def trim(marks: Sequence[GateMark], window_start: datetime) -> tuple[GateMark, ...]:
+    """Drop marks before the window, except the newest one at or before its start:
+    that one shows whether the level already held when the window began."""
+    before = [m for m in marks if m.at <= window_start]
+    inside = [m for m in marks if m.at > window_start]
+    return (*before[-1:], *inside)
+
+
+def enter_step(
+    state: RolloutState, step: int, status: Status, now: datetime, reason: str
+) -> RolloutState:
+    """Begin ``step`` afresh: its dwell, evaluations and ``for`` windows start now."""
+    return replace(
+        state,
+        status=status,
+        step=step,
+        step_started_at=now,
+        reason=reason,
+        ok_evaluations=0,
+        gate_errors={},
+        history={},
+        observe_until=None,
+        max_step_reached=max(state.max_step_reached, step),
+    )
+
+
+def _carry_out(state: RolloutState, decision: Decision, now: datetime) -> RolloutState:
+    match decision:
+        case Hold(reason=reason):
+            return replace(state, reason=reason) if state.status in _HOLD_SETS_REASON else state
+        case Advance(to_step=to_step, reason=reason):
+            return enter_step(state, to_step, Status.RUNNING, now, reason)
+        case AwaitApproval(reason=reason):
+            return replace(
+                state, status=Status.AWAITING_APPROVAL, reason=reason, observe_until=None
+            )
+        case Complete(reason=reason):
+            return replace(state, status=Status.COMPLETED, reason=reason, observe_until=None)
+        case Pause(reason=reason) | Recover(reason=reason):
+            return replace(state, status=Status.PAUSED, reason=reason, observe_until=None)
+        case StepBack(to_step=to_step, reason=reason):
+            return step_back(state, to_step, now, reason)
+        case RollBack(reason=reason):
+            return roll_back(state, now, reason)
+
+
+def step_back(state: RolloutState, to_step: int, now: datetime, reason: str) -> RolloutState:
+    entered = enter_step(state, to_step, Status.ROLLING_BACK, now, reason)
+    return replace(entered, observe_until=now + state.plan.rollback_observe)
+
+
+def roll_back(state: RolloutState, now: datetime, reason: str) -> RolloutState:
+    return enter_step(state, 0, Status.ROLLED_BACK, now, reason)
