@@ -4,6 +4,8 @@ does I/O at import time."""
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -11,14 +13,16 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from controller import http_errors
-from controller.api import evaluation, flags, health, rollouts, tokens
+from controller.api import evaluation, flags, gates, health, rollouts, tokens
 from controller.auth import TokenRegistry
+from controller.gates import PrometheusGates
 from controller.limits import BodySizeLimit
 from controller.rollouts import parse_plan_input
 from controller.runtime import Runtime
 from controller.settings import Settings
 from controller.snapshots import SnapshotHolder
 from controller.store import Store
+from stages.durations import parse_duration
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +30,25 @@ log = logging.getLogger(__name__)
 def build_runtime(settings: Settings) -> Runtime:
     store = Store(settings.database_url)
     admin = settings.admin_token.get_secret_value() if settings.admin_token else None
-    return Runtime(
+    runtime = Runtime(
         settings=settings,
         store=store,
         snapshots=SnapshotHolder(store),
         tokens=TokenRegistry(store, admin),
+        gates=PrometheusGates(settings.prometheus_url, timeout_seconds=settings.gate_timeout),
+        replica_id=settings.replica_id or f"{socket.gethostname()}-{os.getpid()}",
     )
+    if settings.scheduler:
+        runtime.scheduler = Scheduler(
+            store,
+            runtime.rollouts,
+            runtime.gates,
+            runtime.leases,
+            runtime.clock,
+            tick_seconds=settings.scheduler_tick,
+            retention=parse_duration(settings.gate_history_retention),
+        )
+    return runtime
 
 
 def apply_plan_files(runtime: Runtime, paths: Sequence[Path]) -> None:
@@ -59,9 +76,13 @@ def create_app(
         apply_plan_files(runtime, plan_files)
         if settings.admin_token is None:
             log.warning("ROLLOUT_ADMIN_TOKEN is not set: only tokens in the database work")
+        if runtime.scheduler is not None:
+            runtime.scheduler.start()
         try:
             yield
         finally:
+            if runtime.scheduler is not None:
+                runtime.scheduler.stop()
             runtime.store.dispose()
 
     app = FastAPI(
@@ -73,6 +94,6 @@ def create_app(
     app.state.runtime = runtime
     http_errors.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    for module in (health, evaluation, flags, rollouts, tokens):
+    for module in (health, evaluation, flags, rollouts, gates, tokens):
         app.include_router(module.router)
     return app

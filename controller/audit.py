@@ -49,11 +49,7 @@ def record(
 def bump_revision(session: Session) -> None:
     """Mark that what evaluation serves has changed (read by snapshot refreshers)."""
     session.execute(
-        update(RevisionRow)
-        .where(col(RevisionRow.id) == 1)
-        .values(
-            value=RevisionRow.value + 1  # type: ignore[operator]
-        )
+        update(RevisionRow).where(col(RevisionRow.id) == 1).values(value=RevisionRow.value + 1)
     )
 
 

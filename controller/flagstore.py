@@ -44,7 +44,7 @@ class Flags:
         self._store = store
         self._on_change = on_change
 
-    def list(self) -> list[dict[str, Any]]:
+    def list_all(self) -> list[dict[str, Any]]:
         with self._store.read() as session:
             rows = session.execute(select(FlagRow).order_by(col(FlagRow.key))).scalars()
             return [flag_view(r) for r in rows]

@@ -13,7 +13,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 from sqlmodel import col, select
 
-from controller import audit
+from controller import audit, gate_history
 from controller.errors import Conflict, Invalid, NotFound, Refused, VersionConflict
 from controller.mapping import rollout_view, state_columns, state_from_row
 from controller.store import Store
@@ -59,7 +59,7 @@ class Rollouts:
 
     # -- reads ---------------------------------------------------------------
 
-    def list(self, now: datetime) -> list[dict[str, Any]]:
+    def list_all(self, now: datetime) -> list[dict[str, Any]]:
         with self._store.read() as session:
             rows = session.execute(select(RolloutRow).order_by(col(RolloutRow.name))).scalars()
             return [rollout_view(r, state_from_row(r), now) for r in rows]
@@ -266,7 +266,8 @@ class Rollouts:
                 )
             before = state_from_row(row)
             after = apply_decision(before, decision, readings, now)
-            version = _cas(session, row, after, now)
+            version = _cas(session, row, after, now, extra={"checked_at": now})
+            session.add_all(gate_history.rows_for(name, before.step, readings))
             if isinstance(decision, TRANSITIONS):
                 audit.record(
                     session,

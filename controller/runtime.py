@@ -14,7 +14,10 @@ from fastapi import Depends, Request
 
 from controller.auth import Permission, Principal, TokenRegistry, require
 from controller.flagstore import Flags
+from controller.gates import GateSource
+from controller.leases import Leases
 from controller.rollouts import Rollouts
+from controller.scheduler import Scheduler
 from controller.settings import Settings
 from controller.snapshots import SnapshotHolder
 from controller.store import Store
@@ -32,13 +35,18 @@ class Runtime:
     store: Store
     snapshots: SnapshotHolder
     tokens: TokenRegistry
+    gates: GateSource
+    replica_id: str
     clock: Callable[[], datetime] = utc_now
     rollouts: Rollouts = field(init=False)
     flags: Flags = field(init=False)
+    leases: Leases = field(init=False)
+    scheduler: Scheduler | None = None
 
     def __post_init__(self) -> None:
         self.rollouts = Rollouts(self.store, self.changed)
         self.flags = Flags(self.store, self.changed)
+        self.leases = Leases(self.store, self.replica_id)
 
     def changed(self) -> None:
         """After a committed change: serve it. A failed refresh keeps the old snapshot."""

@@ -23,3 +23,11 @@ class Settings(BaseSettings):
     # Largest accepted request body, in bytes (plans are small; this bounds abuse).
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     log_level: str = "info"
+    # Seconds before a Prometheus query counts as an error.
+    gate_timeout: float = Field(default=5.0, gt=0, le=120)
+    # How often the scheduler looks for rollouts whose `interval` has passed.
+    scheduler_tick: float = Field(default=1.0, gt=0, le=60)
+    # How long stored gate evaluations are kept.
+    gate_history_retention: str = "14d"
+    # This process's name in leases and logs; default: host name and process id.
+    replica_id: str | None = None

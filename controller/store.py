@@ -29,7 +29,7 @@ def normalize_url(url: str) -> str:
     """``postgresql://`` means the psycopg 3 driver here (the one we install)."""
     for prefix in ("postgres://", "postgresql://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+            return "postgresql+psycopg://" + url[len(prefix) :]
     return url
 
 

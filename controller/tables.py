@@ -6,7 +6,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, Integer, String, Text, TypeDecorator
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+)
 from sqlmodel import Field, SQLModel
 
 
@@ -31,6 +41,14 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 def _ts(nullable: bool = False) -> Any:
     return Field(sa_column=Column(UTCDateTime(), nullable=nullable))
+
+
+def _serial_id() -> Any:
+    # BIGINT on PostgreSQL; SQLite autoincrements only an INTEGER PRIMARY KEY.
+    return Field(
+        default=None,
+        sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    )
 
 
 class FlagRow(SQLModel, table=True):
@@ -60,6 +78,8 @@ class RolloutRow(SQLModel, table=True):
     # Counters and recent gate outcomes: see stages.state.RolloutState.
     bookkeeping: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     version: int = Field(sa_column=Column(Integer, nullable=False))
+    # When the scheduler last checked the gates (it checks again after `interval`).
+    checked_at: datetime | None = _ts(nullable=True)
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
 
@@ -67,10 +87,7 @@ class RolloutRow(SQLModel, table=True):
 class AuditRow(SQLModel, table=True):
     __tablename__ = "audit_events"
 
-    id: int | None = Field(
-        default=None,
-        sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
-    )
+    id: int | None = _serial_id()
     at: datetime = _ts()
     actor: str = Field(max_length=128)
     action: str = Field(max_length=64, index=True)
@@ -106,3 +123,36 @@ class RevisionRow(SQLModel, table=True):
 
     id: int = Field(default=1, primary_key=True)
     value: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class LeaseRow(SQLModel, table=True):
+    """Which replica may act on a rollout until when. Taken and renewed in a write
+    transaction; another replica takes it over only after it has expired."""
+
+    __tablename__ = "leases"
+
+    name: str = Field(primary_key=True, max_length=64)
+    holder: str = Field(max_length=128)
+    expires_at: datetime = _ts()
+
+
+class GateEvaluationRow(SQLModel, table=True):
+    """One evaluation of one gate: everything a person needs to see why."""
+
+    __tablename__ = "gate_evaluations"
+    __table_args__ = (Index("ix_gate_evaluations_rollout_gate_at", "rollout", "gate", "at"),)
+
+    id: int | None = _serial_id()
+    rollout: str = Field(max_length=64)
+    gate: str = Field(max_length=128)
+    step: int
+    at: datetime = _ts()
+    query: str = Field(sa_column=Column(Text, nullable=False))
+    value: float | None = None
+    baseline: float | None = None
+    samples: float | None = None
+    threshold: str | None = Field(default=None, max_length=32)
+    threshold_value: float | None = None
+    outcome: str = Field(max_length=16)
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    duration_ms: float = 0.0

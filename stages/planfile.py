@@ -29,47 +29,23 @@ E = TypeVar("E", bound=StrEnum)
 Reader = Callable[["_Report", Path, object], T | None]
 
 _PLAN_FIELDS = (
-    "rollout",
-    "flag",
-    "salt",
-    "description",
-    "interval",
-    "min_evaluations",
-    "max_gate_errors",
-    "rollback_observe",
-    "variants",
-    "labels",
-    "steps",
-    "gates",
+    *("rollout", "flag", "salt", "description", "interval", "min_evaluations"),
+    *("max_gate_errors", "rollback_observe", "variants", "labels", "steps", "gates"),
 )
-_STEP_FIELDS = (
-    "stage",
-    "percent",
-    "regions",
-    "hold",
-    "approval",
-    "on_rollback",
-    "shadow",
-    "gates",
-)
+_STEP_FIELDS = ("stage", "percent", "regions", "hold", "approval", "on_rollback", "shadow", "gates")
 _ABOVE = ("hold_above", "rollback_above", "abort_above")
 _BELOW = ("hold_below", "rollback_below", "abort_below")
 _GATE_FIELDS = (
-    "name",
-    "query",
-    "baseline",
-    "samples",
-    "min_samples",
-    *_ABOVE,
-    *_BELOW,
-    "for",
-    "delay",
-    "stages",
+    *("name", "query", "baseline", "samples", "min_samples"),
+    *(*_ABOVE, *_BELOW, "for", "delay", "stages"),
 )
 _ROLLOUT_NAME = re.compile(r"[a-z0-9][a-z0-9\-_.]{0,62}")
 _FLAG_KEY = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
 _PERCENT_STAGES = (Stage.CANARY, Stage.GRADUATED)
 _STAGE_ORDER = list(Stage)
+_STEP_BACK = OnRollback.STEP_BACK
+_SECOND = timedelta(seconds=1)
+_MINUTE = timedelta(minutes=1)
 # An alias bomb ("billion laughs") must not expand without bound.
 _MAX_NODES = 100_000
 
@@ -177,6 +153,12 @@ def _kind(value: object) -> str:
     if isinstance(value, list | tuple):
         return "a list"
     return f"a {type(value).__name__} value"
+
+
+def _show(value: object) -> str:
+    """A value as quoted in a message, cut short: a body may hold anything."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
 
 
 # --- YAML with lines -------------------------------------------------------------------
@@ -317,7 +299,7 @@ def _fields(
     out: dict[str, object] = {}
     for key, item in value.items():
         if not isinstance(key, str):
-            report.add(path, f"field names must be strings, not {key!r}")
+            report.add(path, f"field names must be strings, not {_show(key)}")
         elif key not in allowed:
             report.add((*path, key), _unknown(key, allowed))
         else:
@@ -426,7 +408,7 @@ def _choice(kind: type[E]) -> Reader[E]:
         names = [member.value for member in kind]
         if isinstance(value, str) and value in names:
             return kind(value)
-        report.add(path, f"{value!r} is not one of: {', '.join(names)}")
+        report.add(path, f"{_show(value)} is not one of: {', '.join(names)}")
         return None
 
     return read
@@ -450,7 +432,7 @@ def _percent(report: _Report, path: Path, value: object) -> float | None:
     if abs(number * 100 - round(number * 100)) > 1e-6:
         report.add(path, f"percent has at most 2 decimals (0.01 % steps), not {number:g}")
         return None
-    return number
+    return round(number, 2)  # 12.3400000001 from float arithmetic reads as 12.34
 
 
 def _regions(report: _Report, path: Path, value: object) -> tuple[str, ...] | None:
@@ -485,7 +467,7 @@ def _labels(report: _Report, path: Path, value: object) -> tuple[tuple[str, str]
     labels: list[tuple[str, str]] = []
     for key, item in value.items():
         if not isinstance(key, str):
-            report.add(path, f"label names must be strings, not {key!r}")
+            report.add(path, f"label names must be strings, not {_show(key)}")
         elif not isinstance(item, str):
             report.add((*path, key), f"must be a string, not {_kind(item)}")
         else:
@@ -495,8 +477,6 @@ def _labels(report: _Report, path: Path, value: object) -> tuple[tuple[str, str]
 
 # --- the plan --------------------------------------------------------------------------
 
-_SECOND = timedelta(seconds=1)
-_MINUTE = timedelta(minutes=1)
 _ROLLOUT_RULE = (
     "lowercase letters, digits, '-', '_', '.', starting with a letter or digit, at most 63"
 )
@@ -601,9 +581,6 @@ def _draft(report: _Report, path: Path, value: object) -> _Draft | None:
     own = _own_percent(report, path, stage, fields, percent)
     _check_regions_and_shadow(report, path, stage, fields, regions, shadow)
     return _Draft(path, step, own, regions, shadow, gates)
-
-
-_STEP_BACK = OnRollback.STEP_BACK
 
 
 def _own_percent(

@@ -51,7 +51,9 @@ class Server:
         return env
 
 
-def wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
+def wait_healthy(
+    url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 30
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -89,7 +91,10 @@ def running_server(
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "controller", "serve", *args],
-            env=env, stdout=out, stderr=subprocess.STDOUT, cwd=workdir,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=workdir,
         )
     url = f"http://127.0.0.1:{port}"
     try:

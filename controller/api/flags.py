@@ -15,7 +15,7 @@ router = APIRouter(prefix="/api/v1/flags", tags=["flags"])
 
 @router.get("")
 def list_flags(runtime: RuntimeDep, _who: Reader) -> dict[str, Any]:
-    return {"flags": runtime.flags.list()}
+    return {"flags": runtime.flags.list_all()}
 
 
 @router.get("/{key}")
@@ -86,7 +86,7 @@ def _version(in_body: object, if_match: str | None) -> int | None:
             "version must be an integer", [{"field": "version", "message": "not an integer"}]
         )
     try:
-        version = int(raw)  # type: ignore[call-overload]
+        version = int(str(raw))
     except (TypeError, ValueError):
         raise Invalid(
             "version must be an integer", [{"field": "version", "message": "not an integer"}]

@@ -35,7 +35,7 @@ def apply_plan(
 
 @router.get("/rollouts")
 def list_rollouts(runtime: RuntimeDep, _who: Reader) -> dict[str, Any]:
-    return {"rollouts": runtime.rollouts.list(runtime.clock())}
+    return {"rollouts": runtime.rollouts.list_all(runtime.clock())}
 
 
 @router.get("/rollouts/{name}")

@@ -24,7 +24,11 @@ def rollout(
     env = server.cli_env() if token == "admin" else server.cli_env(token)
     return subprocess.run(
         [sys.executable, "-m", "controller", *args],
-        env=env, capture_output=True, text=True, timeout=60, input=stdin,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        input=stdin,
     )
 
 
@@ -105,9 +109,19 @@ def test_missing_token_unreadable_file_and_unreachable_server(server: Server) ->
     assert missing_file.returncode == 2
     assert "cannot read /nonexistent/plan.yaml" in missing_file.stderr
     unreachable = subprocess.run(
-        [sys.executable, "-m", "controller", "status",
-         "--server", f"http://127.0.0.1:{free_port()}", "--token", "x"],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "controller",
+            "status",
+            "--server",
+            f"http://127.0.0.1:{free_port()}",
+            "--token",
+            "x",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert unreachable.returncode == 3
     assert "cannot reach the server" in unreachable.stderr

@@ -226,7 +226,9 @@ def test_flag_put_validates_every_field_and_cas(server: Server) -> None:
         "type": "string",
         "variants": {"a": "blue", "b": "green"},
         "default_variant": "a",
-        "rules": [{"when": [{"attribute": "country", "op": "in", "values": ["NL"]}], "variant": "b"}],
+        "rules": [
+            {"when": [{"attribute": "country", "op": "in", "values": ["NL"]}], "variant": "b"}
+        ],
     }
     with server.client() as c:
         bad = {**good, "default_variant": "zzz", "variants": {"a": 1, "b": "green"}}
@@ -283,7 +285,9 @@ MUTATIONS = [
 
 
 @pytest.mark.parametrize(("method", "path", "body"), MUTATIONS)
-def test_mutation_without_token_is_401(server: Server, method: str, path: str, body: object) -> None:
+def test_mutation_without_token_is_401(
+    server: Server, method: str, path: str, body: object
+) -> None:
     with server.client(token=None) as c:
         r = c.request(method, path, json=body)
         assert r.status_code == 401

@@ -51,13 +51,19 @@ def test_cli_eval_agrees_with_the_server(server: Server, canary: str) -> None:
     for user in USERS[:15]:
         out = subprocess.run(
             [sys.executable, "-m", "controller", "eval", canary, "--key", user, "--json"],
-            env=server.cli_env(), capture_output=True, text=True, timeout=60, check=True,
+            env=server.cli_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
         )
         cli = json.loads(out.stdout)
         with server.client() as c:
             http = c.get(f"/api/v1/evaluate/{canary}", params={"targetingKey": user}).json()
         assert (cli["value"], cli["variant"], cli["reason"]) == (
-            http["value"], http["variant"], http["reason"],
+            http["value"],
+            http["variant"],
+            http["reason"],
         )
 
 
@@ -66,17 +72,19 @@ def test_native_answer_carries_rollout_metadata(server: Server, canary: str) -> 
         e = c.get(f"/api/v1/evaluate/{canary}", params={"targetingKey": "u1"}).json()
         assert e["rollout"]["name"] == canary
         assert (e["rollout"]["stage"], e["rollout"]["percent"], e["rollout"]["shadow"]) == (
-            "canary", 5, True,
+            "canary",
+            5,
+            True,
         )
-        ofrep = c.post(f"/ofrep/v1/evaluate/flags/{canary}", json={"context": {"targetingKey": "u1"}})
+        ofrep = c.post(
+            f"/ofrep/v1/evaluate/flags/{canary}", json={"context": {"targetingKey": "u1"}}
+        )
         meta = ofrep.json()["metadata"]
         assert (meta["stage"], meta["percent"], meta["shadow"]) == ("canary", 5, True)
         assert all(isinstance(v, (str, int, float, bool)) for v in meta.values())
 
 
-def test_missing_targeting_key_gets_the_old_side_not_an_error(
-    server: Server, canary: str
-) -> None:
+def test_missing_targeting_key_gets_the_old_side_not_an_error(server: Server, canary: str) -> None:
     with server.client() as c:
         native = c.get(f"/api/v1/evaluate/{canary}")
         assert native.status_code == 200
@@ -138,7 +146,11 @@ def test_ofrep_bulk_etag_covers_revision_and_context(server: Server, canary: str
         # A change to any flag changes the revision, so the old ETag no longer matches.
         c.put(
             "/api/v1/flags/etag-bump",
-            json={"type": "boolean", "variants": {"off": False, "on": True}, "default_variant": "off"},
+            json={
+                "type": "boolean",
+                "variants": {"off": False, "on": True},
+                "default_variant": "off",
+            },
         )
         after = c.post("/ofrep/v1/evaluate/flags", json=ctx, headers={"If-None-Match": etag})
         assert after.status_code == 200
@@ -162,14 +174,16 @@ def test_regional_step_releases_region_and_keeps_percent(server: Server) -> None
         for _ in range(3):
             c.post(f"/api/v1/rollouts/{name}/actions/advance", json={})
         pilot = [
-            c.get(f"/api/v1/evaluate/{name}", params={"targetingKey": u, "region": "us-west-1"})
-            .json()
+            c.get(
+                f"/api/v1/evaluate/{name}", params={"targetingKey": u, "region": "us-west-1"}
+            ).json()
             for u in USERS[:50]
         ]
         assert {(e["value"], e["reason"]) for e in pilot} == {(True, "TARGETING_MATCH")}
         elsewhere = [
-            c.get(f"/api/v1/evaluate/{name}", params={"targetingKey": u, "region": "eu-west-1"})
-            .json()
+            c.get(
+                f"/api/v1/evaluate/{name}", params={"targetingKey": u, "region": "eu-west-1"}
+            ).json()
             for u in USERS
         ]
         expected = [bucket(name, u) < 5000 for u in USERS]

@@ -94,7 +94,13 @@ def test_concurrent_writers_never_lose_an_update(store: Store) -> None:
         wins: list[str] = []
         losses: list[str] = []
 
-        def attempt(who: str, action: Action = action, version: int = version) -> None:
+        def attempt(
+            who: str,
+            action: Action = action,
+            version: int = version,
+            wins: list[str] = wins,
+            losses: list[str] = losses,
+        ) -> None:
             try:
                 rollouts.act("race", action, actor=who, now=T0, expected_version=version)
                 wins.append(who)
@@ -129,7 +135,9 @@ def test_plan_that_does_not_fit_its_flag_writes_nothing(store: Store) -> None:
     flags.put(
         "colors",
         {"type": "string", "variants": {"a": "x", "b": "y"}, "default_variant": "a"},
-        actor="t", now=T0, expected_version=None,
+        actor="t",
+        now=T0,
+        expected_version=None,
     )
     with pytest.raises(Invalid) as caught:
         apply(rollouts, "colors")
@@ -150,7 +158,9 @@ def test_snapshot_overlays_rollout_and_survives_a_database_outage(store: Store) 
     flag = first.flags["snap"]
     assert flag.rollout is not None
     assert (flag.rollout.stage, flag.rollout.percent, flag.rollout.status) == (
-        "canary", 5, "running",
+        "canary",
+        5,
+        "running",
     )
     answers = [first.evaluate("snap", EvaluationContext(f"u{i}")).value for i in range(200)]
 

@@ -1,0 +1,98 @@
+"""Gate evaluations: the stored history, and trying a gate now ("test query")."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import Field
+
+from controller import gate_history
+from controller.api.bodies import Body
+from controller.errors import Invalid, NotFound
+from controller.mapping import state_from_row
+from controller.rollouts import plan_problems
+from controller.runtime import Reader, RuntimeDep
+from controller.scheduler import query_variables
+from controller.tables import RolloutRow
+from stages.decide import decide
+from stages.planfile import PlanError, parse_plan_data
+
+router = APIRouter(prefix="/api/v1", tags=["gates"])
+
+
+class GateTestBody(Body):
+    gate: str | None = Field(default=None, description="one gate by name; default: every gate")
+
+
+class AdHocGateBody(Body):
+    gate: dict[str, Any] = Field(description="a gate as written in a plan file")
+    variables: dict[str, str] = Field(default_factory=dict)
+
+
+@router.get("/rollouts/{name}/gates")
+def gate_evaluations(
+    name: str,
+    runtime: RuntimeDep,
+    _who: Reader,
+    gate: str | None = None,
+    since: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 200,
+) -> dict[str, Any]:
+    """The newest evaluation of each gate, and the history (newest first)."""
+    with runtime.store.read() as session:
+        if session.get(RolloutRow, name) is None:
+            raise NotFound(f"rollout {name!r} not found")
+        return {
+            "latest": gate_history.latest(session, name),
+            "history": gate_history.history(session, name, gate=gate, since=since, limit=limit),
+        }
+
+
+@router.post("/rollouts/{name}/gates/test")
+def test_rollout_gates(
+    name: str, body: GateTestBody, runtime: RuntimeDep, _who: Reader
+) -> dict[str, Any]:
+    """Read the rollout's gates now and say what the controller would decide.
+    Nothing is stored and nothing changes."""
+    with runtime.store.read() as session:
+        row = session.get(RolloutRow, name)
+        if row is None:
+            raise NotFound(f"rollout {name!r} not found")
+        state = state_from_row(row)
+    now = runtime.clock()
+    variables = query_variables(state)
+    every = {g.name: g for i in range(len(state.plan.steps)) for g in state.plan.gates_for(i)}
+    if body.gate is not None and body.gate not in every:
+        raise Invalid(
+            f"rollout {name!r} has no gate {body.gate!r}",
+            [{"field": "gate", "message": f"one of: {', '.join(sorted(every)) or 'none'}"}],
+        )
+    current = state.plan.gates_for(state.step)
+    chosen = [every[body.gate]] if body.gate else list(current)
+    readings = [runtime.gates.read(g, variables, now) for g in chosen]
+    decision = decide(state, readings, now)
+    return {
+        "rollout": name,
+        "status": state.status.value,
+        "step": state.step,
+        "readings": [gate_history.reading_view(r) for r in readings],
+        "would_decide": {"decision": type(decision).__name__, "reason": decision.reason},
+    }
+
+
+@router.post("/gates/test")
+def test_gate(body: AdHocGateBody, runtime: RuntimeDep, _who: Reader) -> dict[str, Any]:
+    """Try a gate definition before it goes into a plan."""
+    probe = {"rollout": "gate-test", "flag": "gate-test", "steps": [{"stage": "full"}],
+             "gates": [body.gate]}
+    try:
+        plan = parse_plan_data(probe)
+    except PlanError as exc:
+        problems = plan_problems(exc)
+        for p in problems:
+            p["field"] = "gate" + str(p["field"]).removeprefix("gates[0]")
+        raise Invalid("the gate has problems", problems) from exc
+    reading = runtime.gates.read(plan.gates[0], body.variables, runtime.clock())
+    return {"reading": gate_history.reading_view(reading)}

@@ -1,0 +1,87 @@
+"""Classifying one gate reading: the value a query returned, against the gate's thresholds.
+
+Pure: the adapter (``controller.gates``) fetches the numbers; this decides what they mean.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from stages.plan import Gate
+from stages.state import Outcome
+
+_OUTCOME_BY_PREFIX = {
+    "abort": Outcome.ABORT,
+    "rollback": Outcome.ROLLBACK,
+    "hold": Outcome.HOLD,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    outcome: Outcome
+    compared: float | None  # the value checked: ``value - baseline`` for a relative gate
+    threshold: str | None  # the threshold crossed, e.g. "rollback_above"
+    threshold_value: float | None
+
+
+def classify(
+    gate: Gate,
+    value: float | None,
+    baseline: float | None = None,
+    samples: float | None = None,
+) -> Classification:
+    """What one evaluation of ``gate`` means; the worst threshold crossed wins."""
+    if _missing(value) or _missing_baseline(gate, baseline) or _too_few_samples(gate, samples):
+        return Classification(Outcome.NO_DATA, None, None, None)
+    assert value is not None  # for mypy: _missing() has ruled None out
+    compared = value - baseline if gate.baseline is not None and baseline is not None else value
+    if math.isnan(compared):  # inf - inf: no comparison means anything
+        return Classification(Outcome.NO_DATA, None, None, None)
+    for name, threshold in gate.thresholds().items():
+        if _crossed(name, compared, threshold):
+            outcome = _OUTCOME_BY_PREFIX[name.split("_", 1)[0]]
+            return Classification(outcome, compared, name, threshold)
+    return Classification(Outcome.OK, compared, None, None)
+
+
+def describe(gate: Gate, classification: Classification) -> str:
+    """Short text for a person: ``0.031 > rollback_above 0.01`` or ``ok (0.002)``."""
+    c = classification
+    if c.outcome is Outcome.NO_DATA:
+        return "no data"
+    if c.compared is None:
+        return str(c.outcome)
+    shown = _number(c.compared)
+    relative = " vs baseline" if gate.baseline is not None else ""
+    if c.threshold is None or c.threshold_value is None:
+        return f"{c.outcome} ({shown}{relative})"
+    sign = ">" if c.threshold.endswith("_above") else "<"
+    return f"{shown}{relative} {sign} {c.threshold} {_number(c.threshold_value)}"
+
+
+def _missing(number: float | None) -> bool:
+    return number is None or math.isnan(number)
+
+
+def _missing_baseline(gate: Gate, baseline: float | None) -> bool:
+    return gate.baseline is not None and _missing(baseline)
+
+
+def _too_few_samples(gate: Gate, samples: float | None) -> bool:
+    # Too little traffic is not evidence either way.
+    if gate.samples is None:
+        return False
+    return samples is None or math.isnan(samples) or samples < gate.min_samples
+
+
+def _crossed(name: str, compared: float, threshold: float) -> bool:
+    # Strict on purpose: a threshold of 0 means "any at all", and equality is not a breach.
+    if name.endswith("_above"):
+        return compared > threshold
+    return compared < threshold
+
+
+def _number(x: float) -> str:
+    return f"{x:.4g}"

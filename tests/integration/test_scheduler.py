@@ -1,0 +1,210 @@
+"""The scheduler's shell on a real database (SQLite and PostgreSQL), with a fake gate
+source and a clock the test moves: load, read gates, decide, save; leases; CAS."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from controller.leases import Leases
+from controller.rollouts import Rollouts, parse_plan_input
+from controller.scheduler import Scheduler
+from controller.store import Store
+from controller.tables import AuditRow, GateEvaluationRow
+from stages.actions import Action
+from stages.plan import Gate
+from stages.state import GateReading, Outcome
+from tests.databases import fresh_database
+
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+
+GATED_PLAN = """
+rollout: gated
+flag: gated
+interval: 10s
+min_evaluations: 2
+max_gate_errors: 3
+rollback_observe: 30s
+steps:
+  - {stage: shadow, hold: 20s}
+  - {stage: canary, percent: 5, hold: 20s}
+  - {stage: graduated, percent: 50, hold: 20s}
+gates:
+  - {name: errors, query: 'sum(rate(x{rollout="${rollout}"}[1m]))', rollback_above: 0.01}
+"""
+
+RAMP_PLAN = """
+rollout: ramp
+flag: ramp
+interval: 5s
+steps:
+  - {stage: canary, percent: 1, hold: 5s}
+  - {stage: canary, percent: 2, hold: 5s}
+  - {stage: full}
+"""
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@dataclass
+class FakeGates:
+    """Answers each gate with the outcome the test set; records what it was asked."""
+
+    outcome: Outcome = Outcome.OK
+    asked: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    during_read: object = None
+
+    def read(self, gate: Gate, variables: Mapping[str, str], now: datetime) -> GateReading:
+        self.asked.append((gate.name, dict(variables)))
+        if callable(self.during_read):
+            action, self.during_read = self.during_read, None  # once
+            action()
+        value = {Outcome.OK: 0.001, Outcome.ROLLBACK: 0.5}.get(self.outcome)
+        return GateReading(
+            gate=gate.name, outcome=self.outcome, at=now,
+            query=gate.query.replace("${rollout}", variables["rollout"]), value=value,
+            error="connection refused" if self.outcome is Outcome.ERROR else None,
+        )
+
+    def ping(self) -> bool:
+        return True
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    with fresh_database(request.param, tmp_path) as url:
+        s = Store(url)
+        s.create_schema()
+        yield s
+        s.dispose()
+
+
+def setup(store: Store, text: str, gates: FakeGates, holder: str = "r1") -> tuple[
+    Rollouts, Scheduler, Clock
+]:
+    clock = Clock()
+    rollouts = Rollouts(store, lambda: None)
+    plan, source = parse_plan_input(text, None)
+    rollouts.apply(plan, source, "test", clock())
+    rollouts.act(plan.rollout, Action.START, actor="test", now=clock())
+    scheduler = Scheduler(store, rollouts, gates, Leases(store, holder), clock)
+    return rollouts, scheduler, clock
+
+
+def transitions(store: Store, rollout: str) -> list[tuple[str, int | None, str | None]]:
+    with store.read() as s:
+        rows = s.query(AuditRow).filter(AuditRow.rollout == rollout).order_by(AuditRow.id).all()
+        return [(r.action, r.to_step, r.to_status) for r in rows if r.actor == "controller"]
+
+
+def run(scheduler: Scheduler, clock: Clock, seconds: float, step: float = 1.0) -> None:
+    elapsed = 0.0
+    while elapsed < seconds:
+        clock.advance(step)
+        elapsed += step
+        scheduler.run_pass()
+
+
+def test_timed_ramp_advances_on_dwell_alone_and_completes(store: Store) -> None:
+    gates = FakeGates()
+    rollouts, scheduler, clock = setup(store, RAMP_PLAN, gates)
+    run(scheduler, clock, 30)
+    assert rollouts.get("ramp", clock())["status"] == "completed"
+    assert transitions(store, "ramp") == [
+        ("advance", 1, "running"), ("advance", 2, "running"), ("complete", 2, "completed"),
+    ]
+    assert gates.asked == []  # no gates: nothing to ask Prometheus
+
+
+def test_healthy_gates_advance_after_dwell_and_min_evaluations(store: Store) -> None:
+    gates = FakeGates(Outcome.OK)
+    rollouts, scheduler, clock = setup(store, GATED_PLAN, gates)
+    run(scheduler, clock, 15)
+    assert rollouts.get("gated", clock())["step"] == 0  # dwell of 20 s not over yet
+    run(scheduler, clock, 10)
+    assert rollouts.get("gated", clock())["step"] == 1
+    # Checked once per interval (10 s), not once per scheduler pass (1 s).
+    assert 2 <= len(gates.asked) <= 3
+    assert gates.asked[0][1]["rollout"] == "gated"
+    assert gates.asked[0][1]["step"] == "1"
+
+
+def test_breach_steps_back_and_records_the_evidence(store: Store) -> None:
+    gates = FakeGates(Outcome.OK)
+    rollouts, scheduler, clock = setup(store, GATED_PLAN, gates)
+    run(scheduler, clock, 25)
+    assert rollouts.get("gated", clock())["step"] == 1
+    gates.outcome = Outcome.ROLLBACK
+    run(scheduler, clock, 10)
+    view = rollouts.get("gated", clock())
+    assert (view["status"], view["step"]) == ("rolling_back", 0)
+    with store.read() as s:
+        evaluations = s.query(GateEvaluationRow).filter(GateEvaluationRow.outcome == "rollback")
+        row = evaluations.first()
+        assert row is not None
+        assert row.query == 'sum(rate(x{rollout="gated"}[1m]))'
+        assert row.value == 0.5
+    step_back = [t for t in transitions(store, "gated") if t[0] == "stepback"]
+    assert step_back == [("stepback", 0, "rolling_back")]
+
+
+def test_gate_source_down_holds_then_pauses_and_never_advances(store: Store) -> None:
+    gates = FakeGates(Outcome.ERROR)
+    rollouts, scheduler, clock = setup(store, GATED_PLAN, gates)
+    run(scheduler, clock, 25)  # dwell over, but every read is an error
+    view = rollouts.get("gated", clock())
+    assert view["step"] == 0
+    assert view["status"] == "paused"
+    assert "gate source unavailable" in view["reason"]
+    assert [t[0] for t in transitions(store, "gated")] == ["pause"]
+
+
+def test_a_person_acting_during_the_check_wins(store: Store) -> None:
+    gates = FakeGates(Outcome.OK)
+    rollouts, scheduler, clock = setup(store, GATED_PLAN, gates)
+    run(scheduler, clock, 25)
+    assert rollouts.get("gated", clock())["step"] == 1
+    gates.during_read = lambda: rollouts.act("gated", Action.PAUSE, actor="alice", now=clock())
+    run(scheduler, clock, 30)
+    view = rollouts.get("gated", clock())
+    # The tick that read the gates before alice paused was dropped, not merged: her
+    # pause stands and the controller made no transition of its own after it.
+    assert (view["status"], view["step"]) == ("paused", 1)
+    with store.read() as s:
+        actions = [
+            (r.actor, r.action)
+            for r in s.query(AuditRow).filter(AuditRow.rollout == "gated").order_by(AuditRow.id)
+        ]
+    assert actions[-1] == ("alice", "pause")
+
+
+def test_only_the_lease_holder_checks(store: Store) -> None:
+    gates_a, gates_b = FakeGates(), FakeGates()
+    rollouts, scheduler_a, clock = setup(store, GATED_PLAN, gates_a, holder="replica-a")
+    scheduler_b = Scheduler(store, rollouts, gates_b, Leases(store, "replica-b"), clock)
+    for _ in range(30):
+        clock.advance(1)
+        scheduler_a.run_pass()
+        scheduler_b.run_pass()
+    assert gates_a.asked and not gates_b.asked
+    # replica-a dies: after its lease expires, replica-b takes over.
+    clock.advance(60)
+    for _ in range(15):
+        clock.advance(1)
+        scheduler_b.run_pass()
+    assert gates_b.asked
+    advances = [t for t in transitions(store, "gated") if t[0] == "advance"]
+    assert len(advances) == len({t[1] for t in advances})  # each step entered once
