@@ -19,6 +19,7 @@ from controller.gates import PrometheusGates
 from controller.limits import BodySizeLimit
 from controller.rollouts import parse_plan_input
 from controller.runtime import Runtime
+from controller.scheduler import Scheduler
 from controller.settings import Settings
 from controller.snapshots import SnapshotHolder
 from controller.store import Store

@@ -45,8 +45,16 @@ class GateSource(Protocol):
 # --- templates ---------------------------------------------------------------------------
 
 # Go string escapes, which PromQL uses. Other control characters become \xNN, which Go
-# reads as one byte: the same character, since they are all ASCII.
-_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+# reads as one byte: the same character, since they are all ASCII. PromQL's lexer takes
+# a literal U+FFFD for broken UTF-8 and rejects the query, so it goes escaped too.
+_ESCAPES = {
+    "\\": "\\\\",
+    '"': '\\"',
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "\ufffd": "\\ufffd",
+}
 _PLACEHOLDER = re.compile(r"\$(?:(?P<dollar>\$)|\{(?P<name>[^}]*)\}|(?P<open>\{))")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -205,8 +213,8 @@ class PrometheusGates:
             return f"bad query: {error}"
         if error_type == "timeout":
             return f"timeout after {self.timeout_seconds:g}s (prometheus: {error})"
-        detail = error or body.strip() or message
-        return f"prometheus answered HTTP {status or '?'}: {detail}"
+        detail = error or body.strip()
+        return f"prometheus answered HTTP {status or '?'}" + (f": {detail}" if detail else "")
 
 
 def _templates(gate: Gate) -> list[tuple[str, str]]:
