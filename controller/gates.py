@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+import threading
 import time
 from collections.abc import Mapping
 from datetime import datetime
@@ -39,6 +40,10 @@ class QueryTemplateError(ValueError):
 class GateSource(Protocol):
     def read(self, gate: Gate, variables: Mapping[str, str], now: datetime) -> GateReading:
         """Evaluate ``gate`` now. Never raises: failures are readings with outcome error."""
+        ...
+
+    def ping(self) -> bool:
+        """Whether the source answers at all (reported by /readyz)."""
         ...
 
 
@@ -111,6 +116,8 @@ class PrometheusGates:
     def __init__(self, url: str, timeout_seconds: float = 5.0) -> None:
         self.url = url.rstrip("/")
         self.timeout_seconds = timeout_seconds
+        # One session, shared by the scheduler and API "test query" requests: serialize.
+        self._lock = threading.Lock()
         self._session = requests.Session()
         # No retries: against a down or overloaded Prometheus, retries only add load and
         # delay the error reading; the next tick is the retry.
@@ -137,13 +144,19 @@ class PrometheusGates:
 
     def ping(self) -> bool:
         """Whether Prometheus says it is ready to serve queries."""
+        # Short: readiness probes must answer quickly even when Prometheus hangs.
+        timeout = min(1.0, self.timeout_seconds)
         try:
-            with self._session.get(f"{self.url}/-/ready", timeout=self.timeout_seconds) as r:
+            with self._lock, self._session.get(f"{self.url}/-/ready", timeout=timeout) as r:
                 return r.status_code == 200
         except requests.RequestException:
             return False
 
     def read(self, gate: Gate, variables: Mapping[str, str], now: datetime) -> GateReading:
+        with self._lock:
+            return self._read(gate, variables, now)
+
+    def _read(self, gate: Gate, variables: Mapping[str, str], now: datetime) -> GateReading:
         started = time.monotonic()
         query = gate.query
         role = "query"
@@ -211,6 +224,8 @@ class PrometheusGates:
         error_type, error = _prometheus_error(body)
         if error_type == "bad_data":
             return f"bad query: {error}"
+        if error_type == "execution":  # e.g. many-to-many matching in a join
+            return f"query failed: {error}"
         if error_type == "timeout":
             return f"timeout after {self.timeout_seconds:g}s (prometheus: {error})"
         detail = error or body.strip()

@@ -444,13 +444,17 @@ def _serving_json(state: RolloutState) -> dict[str, Any]:
 
 
 def _reading_json(r: GateReading) -> dict[str, Any]:
-    return {
-        "gate": r.gate,
-        "outcome": r.outcome.value,
-        "value": r.value,
-        "baseline": r.baseline,
-        "samples": r.samples,
-        "threshold": r.threshold,
-        "threshold_value": r.threshold_value,
-        "error": r.error,
-    }
+    view = gate_history.reading_view(r)
+    return {k: view[k] for k in _READING_FIELDS}
+
+
+_READING_FIELDS = (
+    "gate",
+    "outcome",
+    "value",
+    "baseline",
+    "samples",
+    "threshold",
+    "threshold_value",
+    "error",
+)

@@ -85,8 +85,12 @@ def test_rollout_gates(
 @router.post("/gates/test")
 def test_gate(body: AdHocGateBody, runtime: RuntimeDep, _who: Reader) -> dict[str, Any]:
     """Try a gate definition before it goes into a plan."""
-    probe = {"rollout": "gate-test", "flag": "gate-test", "steps": [{"stage": "full"}],
-             "gates": [body.gate]}
+    probe = {
+        "rollout": "gate-test",
+        "flag": "gate-test",
+        "steps": [{"stage": "full"}],
+        "gates": [body.gate],
+    }
     try:
         plan = parse_plan_data(probe)
     except PlanError as exc:

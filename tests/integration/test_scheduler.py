@@ -3,6 +3,7 @@ source and a clock the test moves: load, read gates, decide, save; leases; CAS."
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from controller import gate_history
 from controller.leases import Leases
 from controller.rollouts import Rollouts, parse_plan_input
 from controller.scheduler import Scheduler
@@ -74,8 +76,11 @@ class FakeGates:
             action()
         value = {Outcome.OK: 0.001, Outcome.ROLLBACK: 0.5}.get(self.outcome)
         return GateReading(
-            gate=gate.name, outcome=self.outcome, at=now,
-            query=gate.query.replace("${rollout}", variables["rollout"]), value=value,
+            gate=gate.name,
+            outcome=self.outcome,
+            at=now,
+            query=gate.query.replace("${rollout}", variables["rollout"]),
+            value=value,
             error="connection refused" if self.outcome is Outcome.ERROR else None,
         )
 
@@ -92,9 +97,9 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         s.dispose()
 
 
-def setup(store: Store, text: str, gates: FakeGates, holder: str = "r1") -> tuple[
-    Rollouts, Scheduler, Clock
-]:
+def setup(
+    store: Store, text: str, gates: FakeGates, holder: str = "r1"
+) -> tuple[Rollouts, Scheduler, Clock]:
     clock = Clock()
     rollouts = Rollouts(store, lambda: None)
     plan, source = parse_plan_input(text, None)
@@ -124,7 +129,9 @@ def test_timed_ramp_advances_on_dwell_alone_and_completes(store: Store) -> None:
     run(scheduler, clock, 30)
     assert rollouts.get("ramp", clock())["status"] == "completed"
     assert transitions(store, "ramp") == [
-        ("advance", 1, "running"), ("advance", 2, "running"), ("complete", 2, "completed"),
+        ("advance", 1, "running"),
+        ("advance", 2, "running"),
+        ("complete", 2, "completed"),
     ]
     assert gates.asked == []  # no gates: nothing to ask Prometheus
 
@@ -208,3 +215,21 @@ def test_only_the_lease_holder_checks(store: Store) -> None:
     assert gates_b.asked
     advances = [t for t in transitions(store, "gated") if t[0] == "advance"]
     assert len(advances) == len({t[1] for t in advances})  # each step entered once
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_readings_that_are_not_finite_are_stored_and_served(store: Store, value: float) -> None:
+    """Prometheus answers NaN (0/0) and ±Inf; JSON and PostgreSQL's json reject them."""
+
+    class Odd(FakeGates):
+        def read(self, gate: Gate, variables: Mapping[str, str], now: datetime) -> GateReading:
+            return GateReading(gate=gate.name, outcome=Outcome.NO_DATA, at=now, value=value)
+
+    _, scheduler, clock = setup(store, GATED_PLAN, Odd())
+    run(scheduler, clock, 12)
+    with store.read() as s:
+        assert s.query(GateEvaluationRow).count() >= 1
+        history = gate_history.history(s, "gated")
+    assert history[0]["outcome"] == "no_data"
+    assert history[0]["value"] in (None, "nan", "inf", "-inf")
+    json.dumps(history, allow_nan=False)  # what the API sends is strict JSON
