@@ -23,6 +23,7 @@ from stages.decisions import (
     RollBack,
     StepBack,
 )
+from stages.durations import format_duration as exact_duration
 from stages.plan import Gate, OnRollback
 from stages.state import ACTIVE_STATUSES, GateMark, GateReading, Outcome, RolloutState, Status
 
@@ -318,15 +319,7 @@ def _waiting_reason(state: RolloutState) -> str:
 
 # --- formatting ------------------------------------------------------------------------
 
-_UNITS = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
-
 
 def format_duration(span: timedelta) -> str:
-    """Whole seconds, rounded up, largest units first: ``3m12s``, ``2d``, ``0s``."""
-    seconds = max(0, math.ceil(span.total_seconds()))
-    parts: list[str] = []
-    for unit, size in _UNITS:
-        count, seconds = divmod(seconds, size)
-        if count:
-            parts.append(f"{count}{unit}")
-    return "".join(parts) or "0s"
+    """For reasons a person reads: whole seconds, rounded up (``3m12s``, ``2d``, ``0s``)."""
+    return exact_duration(timedelta(seconds=max(0, math.ceil(span.total_seconds()))))
