@@ -233,3 +233,70 @@ def test_readings_that_are_not_finite_are_stored_and_served(store: Store, value:
     assert history[0]["outcome"] == "no_data"
     assert history[0]["value"] in (None, "nan", "inf", "-inf")
     json.dumps(history, allow_nan=False)  # what the API sends is strict JSON
+
+
+APPROVAL_PLAN = """
+rollout: gated
+flag: gated
+interval: 5s
+min_evaluations: 1
+rollback_observe: 10s
+steps:
+  - {stage: canary, percent: 5, hold: 5s}
+  - {stage: full, approval: true, hold: 5s, on_rollback: pause}
+  - {stage: full, shadow: false}
+gates:
+  - {name: errors, query: 'x', rollback_above: 0.01}
+"""
+
+
+def test_approval_waits_for_a_person_then_goes_on(store: Store) -> None:
+    gates = FakeGates(Outcome.OK)
+    rollouts, scheduler, clock = setup(store, APPROVAL_PLAN, gates)
+    run(scheduler, clock, 30)
+    view = rollouts.get("gated", clock())
+    assert (view["status"], view["step"]) == ("awaiting_approval", 0)  # waits, however long
+    rollouts.act("gated", Action.APPROVE, actor="cab", now=clock(), reason="CHG-1")
+    run(scheduler, clock, 30)
+    assert rollouts.get("gated", clock())["status"] == "completed"
+    assert [t[0] for t in transitions(store, "gated")] == [
+        "awaitapproval",
+        "advance",
+        "complete",
+    ]
+
+
+def test_on_rollback_pause_pauses_instead_of_stepping_back(store: Store) -> None:
+    gates = FakeGates(Outcome.OK)
+    rollouts, scheduler, clock = setup(
+        store, APPROVAL_PLAN.replace("hold: 5s, on", "hold: 1h, on"), gates
+    )
+    run(scheduler, clock, 12)
+    rollouts.act("gated", Action.APPROVE, actor="cab", now=clock())
+    run(scheduler, clock, 6)
+    gates.outcome = Outcome.ROLLBACK
+    run(scheduler, clock, 12)
+    view = rollouts.get("gated", clock())
+    assert (view["status"], view["step"]) == ("paused", 1)
+    assert "on_rollback: pause" in view["reason"]
+
+
+def test_gate_history_is_pruned_after_retention(store: Store) -> None:
+    gates = FakeGates(Outcome.OK)
+    rollouts = Rollouts(store, lambda: None)
+    clock = Clock()
+    plan, source = parse_plan_input(GATED_PLAN, None)
+    rollouts.apply(plan, source, "test", clock())
+    rollouts.act("gated", Action.START, actor="test", now=clock())
+    scheduler = Scheduler(
+        store, rollouts, gates, Leases(store, "r1"), clock, retention=timedelta(minutes=30)
+    )
+    run(scheduler, clock, 30)
+    with store.read() as s:
+        early = s.query(GateEvaluationRow).count()
+    assert early >= 2
+    first_half_minute = T0 + timedelta(seconds=30)
+    run(scheduler, clock, 3600, step=30)  # an hour later; pruning runs every 10 minutes
+    with store.read() as s:
+        left = s.query(GateEvaluationRow).filter(GateEvaluationRow.at <= first_half_minute)
+        assert left.count() == 0
