@@ -20,7 +20,7 @@ system:
 setup: system $(BIN)/rollout
 
 demo: setup
-	scripts/demo
+	$(BIN)/rollout demo
 
 lint: $(BIN)/rollout
 	$(BIN)/ruff check .
@@ -36,7 +36,7 @@ test: setup lint typecheck
 	$(BIN)/pytest -q --cov --cov-report=term:skip-covered
 
 bench: setup
-	$(BIN)/python -m tests.benchmarks.run
+	$(BIN)/python -m tests.benchmarks.detection_latency
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage *.egg-info

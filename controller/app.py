@@ -12,7 +12,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from controller import http_errors
+from controller import http_errors, ui
 from controller.api import evaluation, flags, gates, health, rollouts, tokens
 from controller.auth import TokenRegistry
 from controller.gates import PrometheusGates
@@ -95,6 +95,8 @@ def create_app(
     app.state.runtime = runtime
     http_errors.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.state.evaluation_counts = evaluation.EvaluationCounts()
     for module in (health, evaluation, flags, rollouts, gates, tokens):
         app.include_router(module.router)
+    ui.install(app)
     return app

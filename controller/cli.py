@@ -97,6 +97,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from controller.demo.runner import DemoOptions
+    from controller.demo.runner import main as run_demo
+
+    if args.timeout <= 0:
+        raise CliError("--timeout must be positive", 2)
+    options = DemoOptions(
+        port=args.port,
+        metrics_port=args.metrics_port,
+        inject_at=args.inject_errors_at,
+        interactive=not args.no_input,
+        timeout=args.timeout,
+        prometheus_url=os.environ.get("ROLLOUT_PROMETHEUS_URL") or None,
+    )
+    return run_demo(options)
+
+
 def cmd_apply(args: argparse.Namespace, api: Api) -> int:
     path = Path(args.file)
     try:
@@ -277,6 +294,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="apply this plan file at start (repeatable; idempotent)",
     )
 
+    demo = sub.add_parser(
+        "demo",
+        help="run a whole rollout on embedded defaults: controller, demo service, Prometheus",
+        description="Start the controller, a demo service and Prometheus, apply the "
+        "memory-layer runbook in seconds and run it. Keys: e toggles errors on the new "
+        "side, q quits. Exit 0 when the run ends as expected: completed without injected "
+        "errors, rolled back with them.",
+    )
+    demo.add_argument(
+        "--port",
+        type=int,
+        default=8080,
+        help="controller port; 0: any free port; if taken, a free one (default %(default)s)",
+    )
+    demo.add_argument(
+        "--metrics-port", type=int, default=0, help="demo service /metrics port (default any)"
+    )
+    demo.add_argument(
+        "--inject-errors-at",
+        metavar="STEP",
+        default=None,
+        help="inject errors on the new side once the rollout reaches this step "
+        "(1-based number, or a stage name such as graduated)",
+    )
+    demo.add_argument("--no-input", action="store_true", help="do not read keys from stdin")
+    demo.add_argument(
+        "--timeout", type=float, default=300.0, help="end the run after SECONDS (default 300)"
+    )
+
     apply = sub.add_parser("apply", parents=[common], help="create or update a rollout from a plan")
     apply.add_argument("-f", "--file", required=True, help="plan file (YAML), or - for stdin")
     apply.add_argument("--dry-run", action="store_true", help="validate only")
@@ -361,6 +407,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     try:
         if args.command == "serve":
             sys.exit(cmd_serve(args))
+        if args.command == "demo":
+            sys.exit(cmd_demo(args))
         token = args.token or os.environ.get("ROLLOUT_TOKEN")
         if not token:
             raise CliError("no API token: pass --token or set ROLLOUT_TOKEN", 2)

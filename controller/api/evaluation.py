@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+from collections import Counter
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -17,6 +19,37 @@ from flags.model import ErrorCode, Evaluation, EvaluationContext, Reason
 router = APIRouter(tags=["evaluation"])
 
 _RESERVED_QUERY = frozenset({"targetingKey"})
+
+
+class EvaluationCounts:
+    """How often each flag answered each variant since this process started, for the UI.
+
+    A Counter under a lock: a few hundred nanoseconds per answer, next to the
+    microseconds an evaluation over HTTP takes; a lost update would make the counts lie.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[tuple[str, str]] = Counter()
+
+    def add(self, evaluation: Evaluation) -> None:
+        with self._lock:
+            self._counts[(evaluation.key, evaluation.variant or "(none)")] += 1
+
+    def by_flag(self) -> dict[str, dict[str, int]]:
+        with self._lock:
+            items = list(self._counts.items())
+        out: dict[str, dict[str, int]] = {}
+        for (flag, variant), count in sorted(items):
+            out.setdefault(flag, {})[variant] = count
+        return out
+
+
+def _counted(request: Request, evaluation: Evaluation) -> Evaluation:
+    counts: EvaluationCounts | None = getattr(request.app.state, "evaluation_counts", None)
+    if counts is not None:
+        counts.add(evaluation)
+    return evaluation
 
 
 class ContextError(ValueError):
@@ -67,7 +100,7 @@ def evaluate_get(key: str, request: Request, runtime: RuntimeDep, _who: Evaluato
         targeting_key=params.get("targetingKey") or None,
         attributes={k: v for k, v in params.items() if k not in _RESERVED_QUERY},
     )
-    return _native(runtime.snapshots.current.evaluate(key, context))
+    return _native(_counted(request, runtime.snapshots.current.evaluate(key, context)))
 
 
 @router.post("/api/v1/evaluate/{key}")
@@ -86,7 +119,7 @@ async def evaluate_post(
             },
             status_code=400,
         )
-    return _native(runtime.snapshots.current.evaluate(key, context))
+    return _native(_counted(request, runtime.snapshots.current.evaluate(key, context)))
 
 
 @router.get("/api/v1/snapshot")
@@ -155,7 +188,8 @@ async def ofrep_single(
         context = context_from_json((await _json_body(request)).get("context"))
     except ContextError as exc:
         return _ofrep_error(exc.code, str(exc), key)
-    status, body = ofrep_item(runtime.snapshots.current.evaluate(key, context))
+    evaluation = _counted(request, runtime.snapshots.current.evaluate(key, context))
+    status, body = ofrep_item(evaluation)
     return JSONResponse(body, status_code=status)
 
 
@@ -174,5 +208,5 @@ async def ofrep_bulk(request: Request, runtime: RuntimeDep, _who: Evaluator) -> 
     etag = f'"{current.revision}-{context_digest}"'
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers={"ETag": etag})
-    flags = [ofrep_item(e)[1] for e in current.evaluate_all(context)]
+    flags = [ofrep_item(_counted(request, e))[1] for e in current.evaluate_all(context)]
     return JSONResponse({"flags": flags}, headers={"ETag": etag})

@@ -221,7 +221,9 @@ def test_test_query_reads_gates_now_and_changes_nothing(stack: Stack) -> None:
     version = stack.rollout("probe")["version"]
     tried = stack.client.post("/api/v1/rollouts/probe/gates/test", json={}).json()
     assert {r["gate"] for r in tried["readings"]} == {
-        "error-rate", "error-collapse", "p99-latency-ms",
+        "error-rate",
+        "error-collapse",
+        "p99-latency-ms",
     }
     assert tried["would_decide"]["decision"] == "Hold"
     adhoc = stack.client.post(

@@ -1,0 +1,279 @@
+"""What each page shows, gathered in one read transaction per page.
+
+Reads go straight to the stored rows (rollouts, gate evaluations, audit events) and
+through the same views the API returns, so the UI shows what the API says.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from markupsafe import Markup
+from sqlalchemy.orm import Session
+from sqlmodel import col, select
+
+from controller import gate_history
+from controller.audit import list_events
+from controller.errors import NotFound
+from controller.mapping import rollout_view, state_from_row
+from controller.runtime import Runtime
+from controller.tables import RolloutRow
+from controller.ui import charts
+from controller.ui.forecast import Forecast, forecast
+from flags.model import EvaluationContext
+from stages.actions import Action, available_actions
+from stages.plan import Gate
+from stages.state import RolloutState, Status, serving
+
+_AUDIT_ROWS = 100
+_HISTORY_POINTS = 240  # per gate: a few hours at a one-minute interval
+
+
+@dataclass(frozen=True, slots=True)
+class GateLight:
+    gate: str
+    outcome: str | None  # None: not read at this rollout's current step yet
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutCard:
+    view: dict[str, Any]
+    forecast: Forecast
+    lights: list[GateLight]
+    next_check_in: float | None
+    actions: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class GatePanel:
+    gate: Gate
+    chart: Markup
+    relative: bool
+
+
+def overview(runtime: Runtime, now: datetime) -> list[RolloutCard]:
+    with runtime.store.read() as session:
+        rows = session.execute(select(RolloutRow).order_by(col(RolloutRow.name))).scalars()
+        return [_card(session, row, now) for row in rows]
+
+
+def rollout_page(runtime: Runtime, name: str, now: datetime) -> dict[str, Any]:
+    with runtime.store.read() as session:
+        row = session.get(RolloutRow, name)
+        if row is None:
+            raise NotFound(f"rollout {name!r} not found")
+        card = _card(session, row, now)
+        state = state_from_row(row)
+        events = list_events(session, rollout=name, limit=1000)
+        latest = gate_history.latest(session, name)
+        panels = [
+            _gate_panel(session, name, gate, now) for gate in _every_gate(state.plan.steps, state)
+        ]
+    steps = [
+        {
+            "index": i,
+            "label": step.label(),
+            "hold": step.hold,
+            "approval": step.approval,
+            "shadow": step.shadow,
+            "on_rollback_pause": step.on_rollback.value == "pause",
+            "reached": i <= state.max_step_reached and state.started_at is not None,
+            "current": i == state.step and state.status is not Status.PENDING,
+        }
+        for i, step in enumerate(state.plan.steps)
+    ]
+    percent_svg = charts.percent_chart(_percent_points(row, state, events), end=now)
+    return {
+        "card": card,
+        "steps": steps,
+        "percent_chart": Markup(percent_svg),  # charts escapes every text it draws
+        "gates": panels,
+        "latest": latest,
+        "thresholds": {p.gate.name: _thresholds_text(p.gate) for p in panels},
+        "events": events[:_AUDIT_ROWS],
+        "event_count": len(events),
+    }
+
+
+def _card(session: Session, row: RolloutRow, now: datetime) -> RolloutCard:
+    state = state_from_row(row)
+    latest = gate_history.latest(session, row.name)
+    next_check = _next_check(row, state, now)
+    lights = _lights(state)
+    return RolloutCard(
+        view=rollout_view(row, state, now),
+        forecast=forecast(state, latest, now, next_check),
+        lights=lights,
+        next_check_in=next_check.total_seconds() if next_check is not None else None,
+        actions=[a.value for a in available_actions(state)],
+    )
+
+
+def _next_check(row: RolloutRow, state: RolloutState, now: datetime) -> timedelta | None:
+    if state.status not in (Status.RUNNING, Status.ROLLING_BACK) or row.checked_at is None:
+        return None
+    return max(row.checked_at + state.plan.interval - now, timedelta(0))
+
+
+def _lights(state: RolloutState) -> list[GateLight]:
+    """The gates of the current step; a gate of an earlier step no longer counts."""
+    names = [g.name for g in state.plan.gates_for(state.step)]
+    outcomes = {g: o.value for g, o in state.last_outcomes.items()}
+    return [GateLight(name, outcomes.get(name)) for name in names]
+
+
+def _every_gate(steps: Sequence[object], state: RolloutState) -> list[Gate]:
+    seen: dict[str, Gate] = {}
+    for i in range(len(steps)):
+        for gate in state.plan.gates_for(i):
+            seen.setdefault(gate.name, gate)
+    return list(seen.values())
+
+
+def _gate_panel(session: Session, rollout: str, gate: Gate, now: datetime) -> GatePanel:
+    rows = gate_history.history(session, rollout, gate=gate.name, limit=_HISTORY_POINTS)
+    relative = gate.baseline is not None
+    points = [_gate_point(r, relative) for r in reversed(rows)]
+    hint = "value - baseline" if relative else ""
+    svg = charts.gate_chart(gate.name, points, gate.thresholds(), end=now, unit_hint=hint)
+    return GatePanel(gate, Markup(svg), relative)
+
+
+def _thresholds_text(gate: Gate) -> str:
+    return ", ".join(
+        f"{name.split('_')[0]} {'<' if name.endswith('_below') else '>'} {value:g}"
+        for name, value in gate.thresholds().items()
+    )
+
+
+def _gate_point(row: Mapping[str, Any], relative: bool) -> charts.GatePoint:
+    value = _float(row.get("value"))
+    if relative:
+        # Thresholds of a relative gate apply to value - baseline, so that is what to plot.
+        baseline = _float(row.get("baseline"))
+        value = None if value is None or baseline is None else value - baseline
+    return charts.GatePoint(datetime.fromisoformat(row["at"]), value, str(row["outcome"]))
+
+
+def _float(raw: object) -> float | None:
+    if raw is None:
+        return None
+    try:
+        return float(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def _percent_points(
+    row: RolloutRow, state: RolloutState, events: Sequence[Mapping[str, Any]]
+) -> list[charts.PercentPoint]:
+    """Percent served after each transition, oldest first, from 0 % at creation."""
+    points = [charts.PercentPoint(row.created_at, 0.0, "created", "plan applied")]
+    for event in reversed(events):  # the log is newest first
+        if event["to_status"] is None or not _is_transition(event):
+            continue
+        after = (event.get("details") or {}).get("serving_after")
+        if isinstance(after, dict) and "percent" in after:
+            percent = float(after["percent"])
+        else:
+            percent = _served_percent(state, event["to_status"], event["to_step"])
+        detail = f"{event['actor']}: {event['reason']}"
+        at = datetime.fromisoformat(event["at"])
+        points.append(charts.PercentPoint(at, percent, str(event["action"]), detail))
+    return points
+
+
+def _is_transition(event: Mapping[str, Any]) -> bool:
+    if event["action"] == "apply":
+        return False  # a plan change never moves what is served (rollouts.py refuses it)
+    moved = (event["from_status"], event["from_step"]) != (event["to_status"], event["to_step"])
+    return moved or event["action"] in {a.value for a in Action}
+
+
+def _served_percent(state: RolloutState, status: str, step: int | None) -> float:
+    # Automatic decisions record statuses and steps, not what was served: derive it with
+    # the same rule the snapshot uses (percents of served steps never change in a plan).
+    index = min(step or 0, state.plan.last_step)
+    then = RolloutState(plan=state.plan, status=Status(status), step=index)
+    return serving(then).percent
+
+
+# --- flags ------------------------------------------------------------------------------
+
+
+def flags_page(runtime: Runtime, counts: Mapping[str, Mapping[str, int]]) -> list[dict[str, Any]]:
+    flags = runtime.flags.list_all()
+    return [
+        {
+            **flag,
+            "rules_text": [_rule_text(rule) for rule in flag.get("rules", [])],
+            "counts": dict(counts.get(flag["key"], {})),
+            "total": sum(counts.get(flag["key"], {}).values()),
+        }
+        for flag in flags
+    ]
+
+
+def _rule_text(rule: Mapping[str, Any]) -> str:
+    conditions = " and ".join(
+        f"{c.get('attribute')} {c.get('op')} {_values(c.get('values'))}"
+        for c in rule.get("when", [])
+    )
+    if rule.get("variant") is not None:
+        then = f"→ {rule['variant']}"
+    else:
+        split = rule.get("split") or {}
+        then = "→ split " + ", ".join(f"{v} {w:g}%" for v, w in split.items())
+    return f"if {conditions} {then}" if conditions else f"everyone {then}"
+
+
+def _values(raw: object) -> str:
+    if isinstance(raw, list | tuple):
+        return "[" + ", ".join(str(v) for v in raw) + "]"
+    return str(raw)
+
+
+def parse_attributes(text: str) -> tuple[dict[str, str], list[str]]:
+    """``key=value`` per line (or comma-separated); problems named by the line."""
+    attributes: dict[str, str] = {}
+    problems: list[str] = []
+    for raw in text.replace(",", "\n").splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            problems.append(f"{line!r} is not key=value")
+            continue
+        attributes[key.strip()] = value.strip()
+    return attributes, problems
+
+
+def evaluate_for(
+    runtime: Runtime, flag: str, targeting_key: str, attributes: Mapping[str, str]
+) -> dict[str, Any]:
+    """The same answer a service gets, from the same in-memory snapshot."""
+    context = EvaluationContext(targeting_key=targeting_key or None, attributes=dict(attributes))
+    evaluation = runtime.snapshots.current.evaluate(flag, context)
+    rollout = evaluation.rollout
+    return {
+        "flag": flag,
+        "value": evaluation.value,
+        "variant": evaluation.variant,
+        "reason": evaluation.reason.value,
+        "error_code": evaluation.error_code.value if evaluation.error_code else None,
+        "error_message": evaluation.error_message,
+        "rollout": None
+        if rollout is None
+        else {
+            "name": rollout.rollout,
+            "status": rollout.status,
+            "stage": rollout.stage,
+            "percent": rollout.percent,
+            "regions": sorted(rollout.regions),
+            "shadow": rollout.shadow,
+        },
+    }

@@ -1,0 +1,406 @@
+"""The web UI: server-rendered pages under ``/`` and ``/ui/...``, small forms, and
+HTML fragments that the page polls to update itself.
+
+Every page authenticates the session cookie again (see ``controller.ui.session``);
+every POST checks the form's CSRF token first and the person's role second. Actions
+go through the same use case as the API, with the person as the actor.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, FastAPI, Form, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from controller.api.evaluation import EvaluationCounts
+from controller.auth import Permission, Principal
+from controller.errors import NotFound, Refused, Unauthorized, VersionConflict
+from controller.runtime import Runtime, RuntimeDep
+from controller.ui import formatting, pages
+from controller.ui.session import (
+    FormUser,
+    SessionUser,
+    SignInRequired,
+    UiForbidden,
+    check_signin_nonce,
+    clear_session,
+    new_signin_nonce,
+    safe_next,
+    set_session,
+    set_signin_nonce,
+)
+from stages.actions import Action
+
+HERE = Path(__file__).resolve().parent
+TEMPLATES = HERE / "templates"
+STATIC = HERE / "static"
+LIVE_PREFIX = "/ui/live/"
+_ATTEMPTS = 3  # scheduler ticks bump the version; retry an unchanged-looking rollout
+
+router = APIRouter(include_in_schema=False)
+
+
+def install(app: FastAPI) -> None:
+    """Mount the UI on ``app``: templates, static files, error pages and routes."""
+    templates = Jinja2Templates(directory=TEMPLATES)
+    templates.env.filters.update(
+        duration=formatting.duration,
+        number=formatting.number,
+        percent=formatting.percent,
+        when=formatting.when,
+        status_label=formatting.status_label,
+        light_label=formatting.light_label,
+    )
+    app.state.ui_templates = templates
+    app.mount("/ui/static", StaticFiles(directory=STATIC), name="ui-static")
+    app.add_exception_handler(SignInRequired, _sign_in_required)
+    app.add_exception_handler(UiForbidden, _forbidden)
+    app.include_router(router)
+
+
+def _render(
+    request: Request,
+    name: str,
+    user: Principal | None,
+    status_code: int = 200,
+    **context: Any,
+) -> HTMLResponse:
+    templates: Jinja2Templates = request.app.state.ui_templates
+    base = {
+        "user": user,
+        "can_operate": user is not None and user.can(Permission.OPERATE),
+        "csrf": getattr(request.state, "ui_csrf", ""),
+    }
+    response = templates.TemplateResponse(
+        request, name, {**base, **context}, status_code=status_code
+    )
+    # Pages show live state and forms with CSRF tokens: never from a cache.
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+async def _sign_in_required(request: Request, _exc: Exception) -> Response:
+    if request.url.path.startswith(LIVE_PREFIX):
+        # The page's poller: a redirect would be followed silently; say it plainly.
+        return HTMLResponse("signed out", status_code=401)
+    target = request.url.path if request.method == "GET" else "/"
+    if request.url.query and request.method == "GET":
+        target += "?" + request.url.query
+    response = RedirectResponse(f"/ui/signin?next={_quote(target)}", status_code=303)
+    clear_session(response)
+    return response
+
+
+async def _forbidden(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, UiForbidden)
+    return _render(request, "error.html", None, 403, title="Not allowed", message=exc.message)
+
+
+def _quote(path: str) -> str:
+    return quote(path, safe="/")
+
+
+# --- sign-in --------------------------------------------------------------------------
+
+
+@router.get("/ui/signin")
+def signin_page(request: Request, next: str = "/") -> Response:
+    nonce = new_signin_nonce()
+    response = _render(request, "signin.html", None, nonce=nonce, next=safe_next(next))
+    set_signin_nonce(response, request, nonce)
+    return response
+
+
+@router.post("/ui/signin")
+def signin(
+    request: Request,
+    runtime: RuntimeDep,
+    token: Annotated[str, Form()] = "",
+    nonce: Annotated[str, Form()] = "",
+    next: Annotated[str, Form()] = "/",
+) -> Response:
+    check_signin_nonce(request, nonce)
+    secret = token.strip()
+    error = ""
+    principal = None
+    try:
+        principal = runtime.tokens.authenticate(f"Bearer {secret}") if secret else None
+    except Unauthorized:
+        error = "That token is unknown or has been revoked."
+    if principal is None and not error:
+        error = "Paste your API token to sign in."
+    if principal is not None and not principal.can(Permission.READ):
+        error = (
+            f"That token ({principal.name}) has role {principal.role}: it may evaluate flags "
+            "but not use the UI. Use a viewer, operator or admin token."
+        )
+    if error:
+        return _render(
+            request, "signin.html", None, 401, nonce=nonce, next=safe_next(next), error=error
+        )
+    redirect = RedirectResponse(safe_next(next), status_code=303)
+    set_session(redirect, request, secret)
+    return redirect
+
+
+@router.post("/ui/signout")
+def signout(_user: FormUser) -> Response:
+    response = RedirectResponse("/ui/signin", status_code=303)
+    clear_session(response)
+    return response
+
+
+# --- rollouts -------------------------------------------------------------------------
+
+
+@router.get("/")
+def overview(request: Request, runtime: RuntimeDep, user: SessionUser) -> Response:
+    cards = pages.overview(runtime, runtime.clock())
+    return _render(request, "overview.html", user, cards=cards, live_url="/ui/live/overview")
+
+
+@router.get("/ui/live/overview")
+def overview_live(request: Request, runtime: RuntimeDep, user: SessionUser) -> Response:
+    cards = pages.overview(runtime, runtime.clock())
+    return _render(request, "live_overview.html", user, cards=cards)
+
+
+@router.get("/ui/rollouts/{name}")
+def rollout(
+    request: Request, name: str, runtime: RuntimeDep, user: SessionUser, done: str = ""
+) -> Response:
+    return _rollout_response(request, runtime, user, name, done=done)
+
+
+@router.get("/ui/live/rollouts/{name}")
+def rollout_live(request: Request, name: str, runtime: RuntimeDep, user: SessionUser) -> Response:
+    try:
+        page = pages.rollout_page(runtime, name, runtime.clock())
+    except NotFound as exc:
+        return HTMLResponse(exc.message, status_code=404)
+    return _render(request, "live_rollout.html", user, **page, form={})
+
+
+def _rollout_response(
+    request: Request,
+    runtime: Runtime,
+    user: Principal,
+    name: str,
+    *,
+    status_code: int = 200,
+    done: str = "",
+    error: str = "",
+    form: dict[str, str] | None = None,
+) -> Response:
+    try:
+        page = pages.rollout_page(runtime, name, runtime.clock())
+    except NotFound as exc:
+        return _render(request, "error.html", user, 404, title="Not found", message=exc.message)
+    return _render(
+        request,
+        "rollout.html",
+        user,
+        status_code,
+        **page,
+        done=done if done in {a.value for a in Action} else "",
+        error=error,
+        form=form or {},
+        live_url=f"/ui/live/rollouts/{name}",
+    )
+
+
+@router.post("/ui/rollouts/{name}/actions/{action}")
+def act(
+    request: Request,
+    name: str,
+    action: str,
+    runtime: RuntimeDep,
+    user: FormUser,
+    reason: Annotated[str, Form()] = "",
+    version: Annotated[str, Form()] = "",
+    seen_status: Annotated[str, Form()] = "",
+    seen_step: Annotated[str, Form()] = "",
+    force: Annotated[str, Form()] = "",
+    confirm: Annotated[str, Form()] = "",
+    immediate: Annotated[str, Form()] = "",
+) -> Response:
+    if not user.can(Permission.OPERATE):
+        raise UiForbidden(
+            f"You are signed in as {user.name} with role {user.role}, which may look but not "
+            f"act: the {action} was not done. Ask an admin for an operator token."
+        )
+    typed = {"reason": reason, "confirm": confirm}
+
+    def refuse(status: int, message: str) -> Response:
+        return _rollout_response(
+            request, runtime, user, name, status_code=status, error=message, form=typed
+        )
+
+    try:
+        chosen = Action(action)
+    except ValueError:
+        return refuse(404, f"There is no action {action!r}.")
+    if not reason.strip():
+        return refuse(422, f"Give a reason for the {chosen}: it goes into the audit log.")
+    forced = force == "1" and chosen is Action.ADVANCE
+    if forced and confirm.strip() != name:
+        return refuse(422, f"To force the advance, type the rollout name ({name}) to confirm.")
+    seen = (seen_status, seen_step, version)
+    try:
+        _act_on_what_was_seen(
+            runtime,
+            name,
+            chosen,
+            user,
+            seen,
+            reason=reason.strip(),
+            force=forced,
+            immediate=immediate == "1",
+        )
+    except NotFound as exc:
+        return refuse(404, exc.message)
+    except Refused as exc:
+        return refuse(409, f"Refused: {exc.message}.")
+    except VersionConflict as exc:
+        return refuse(409, exc.message)
+    return RedirectResponse(f"/ui/rollouts/{name}?done={chosen.value}", status_code=303)
+
+
+def _act_on_what_was_seen(
+    runtime: Runtime,
+    name: str,
+    action: Action,
+    user: Principal,
+    seen: tuple[str, str, str],
+    **options: Any,
+) -> None:
+    """Act only if the rollout is still where the person saw it.
+
+    Every scheduler tick writes the rollout (and so bumps its version) even when it
+    only holds, so the version the page was rendered with goes stale within one
+    interval. What the person decided on is the status and the step: while those are
+    unchanged, act as a compare-and-swap on the current version, retrying if a tick
+    slips in between; once they differ, refuse with what changed.
+    """
+    seen_status, seen_step, seen_version = seen
+    for _ in range(_ATTEMPTS):
+        now = runtime.clock()
+        current = runtime.rollouts.get(name, now)
+        moved = (current["status"], str(current["step"])) != (seen_status, seen_step)
+        if moved and str(current["version"]) != seen_version:
+            raise VersionConflict(
+                f"Rollout {name} changed since you loaded it: it is now "
+                f"{formatting.status_label(current['status'])} at step "
+                f"{current['step'] + 1} ({current['step_label']}). Nothing was done; "
+                "check the page and try again.",
+                current_version=current["version"],
+            )
+        try:
+            runtime.rollouts.act(
+                name,
+                action,
+                actor=user.actor,
+                now=now,
+                expected_version=current["version"],
+                **options,
+            )
+            return
+        except VersionConflict:
+            continue
+    raise VersionConflict(
+        f"Rollout {name} kept changing while the {action} was tried; reload and try again."
+    )
+
+
+# --- flags ----------------------------------------------------------------------------
+
+
+def _counts(request: Request) -> dict[str, dict[str, int]]:
+    counts: EvaluationCounts | None = getattr(request.app.state, "evaluation_counts", None)
+    return counts.by_flag() if counts is not None else {}
+
+
+@router.get("/ui/flags")
+def flags(
+    request: Request,
+    runtime: RuntimeDep,
+    user: SessionUser,
+    flag: str = "",
+    key: str = "",
+    attrs: str = "",
+    done: str = "",
+) -> Response:
+    rows = pages.flags_page(runtime, _counts(request))
+    result = None
+    problems: list[str] = []
+    if flag:
+        attributes, problems = pages.parse_attributes(attrs)
+        if not problems:
+            result = pages.evaluate_for(runtime, flag, key.strip(), attributes)
+    return _render(
+        request,
+        "flags.html",
+        user,
+        flags=rows,
+        query={"flag": flag, "key": key, "attrs": attrs},
+        result=result,
+        problems=problems,
+        done=done,
+        live_url="/ui/live/flags",
+    )
+
+
+@router.get("/ui/live/flags")
+def flags_live(request: Request, runtime: RuntimeDep, user: SessionUser) -> Response:
+    rows = pages.flags_page(runtime, _counts(request))
+    return _render(request, "live_flags.html", user, flags=rows)
+
+
+@router.post("/ui/flags/kill-switch")
+def kill_switch(
+    request: Request,
+    runtime: RuntimeDep,
+    user: FormUser,
+    flag: Annotated[str, Form()] = "",
+    enabled: Annotated[str, Form()] = "",
+    reason: Annotated[str, Form()] = "",
+) -> Response:
+    if not user.can(Permission.OPERATE):
+        raise UiForbidden(
+            f"You are signed in as {user.name} with role {user.role}, which may look but not "
+            "change flags. Ask an admin for an operator token."
+        )
+    key = flag
+    turn_on = enabled == "1"
+    if not reason.strip():
+        rows = pages.flags_page(runtime, _counts(request))
+        return _render(
+            request,
+            "flags.html",
+            user,
+            422,
+            flags=rows,
+            query={},
+            result=None,
+            problems=[],
+            error=f"Give a reason for switching {key} {'on' if turn_on else 'off'}.",
+            live_url="/ui/live/flags",
+        )
+    try:
+        runtime.flags.set_enabled(
+            key,
+            turn_on,
+            actor=user.actor,
+            now=runtime.clock(),
+            reason=reason.strip(),
+            expected_version=None,
+        )
+    except NotFound as exc:
+        return _render(request, "error.html", user, 404, title="Not found", message=exc.message)
+    done = quote(f"{key} switched {'on' if turn_on else 'off'}")
+    return RedirectResponse(f"/ui/flags?done={done}", status_code=303)
