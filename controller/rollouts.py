@@ -1,6 +1,11 @@
 """Rollout use cases: apply a plan, perform a manual action, apply an automatic
-decision. One transaction each; every change is a compare-and-swap on the version
-and writes its audit event in the same transaction."""
+decision. One transaction each; every write is a compare-and-swap on the row and
+writes its audit event in the same transaction.
+
+Two counters: ``version`` is what people read and send back (it moves when a person
+acts, a plan changes or the controller makes a transition), ``row_version`` moves on
+every write, including a gate check that only holds. A person's stale ``version`` is
+refused; a gate check that raced with anything is dropped."""
 
 from __future__ import annotations
 
@@ -20,7 +25,17 @@ from controller.store import Store
 from controller.tables import FlagRow, RolloutRow
 from flags.codec import FlagDefinitionError, flag_from_dict
 from stages.actions import Action, ActionRefused, perform
-from stages.decisions import TRANSITIONS, Decision
+from stages.decisions import (
+    TRANSITIONS,
+    Advance,
+    AwaitApproval,
+    Complete,
+    Decision,
+    Pause,
+    Recover,
+    RollBack,
+    StepBack,
+)
 from stages.plan import Plan
 from stages.planfile import PlanError, parse_plan, parse_plan_data, plan_to_dict
 from stages.state import ACTIVE_STATUSES, GateReading, RolloutState, Status, serving
@@ -174,7 +189,9 @@ class Rollouts:
             started_at=old.started_at,
             max_step_reached=old.max_step_reached,
         )
-        version = _cas(session, row, state, now, extra={"plan": plan_data, "plan_source": source})
+        version = _cas(
+            session, row, state, now, bump=True, extra={"plan": plan_data, "plan_source": source}
+        )
         audit.record(
             session,
             at=now,
@@ -221,7 +238,7 @@ class Rollouts:
                 )
             except ActionRefused as exc:
                 raise Refused(exc.reason) from exc
-            version = _cas(session, row, after, now)
+            version = _cas(session, row, after, now, bump=True)
             audit.record(
                 session,
                 at=now,
@@ -252,38 +269,44 @@ class Rollouts:
     def record_decision(
         self,
         name: str,
-        expected_version: int,
+        expected_row_version: int,
         decision: Decision,
         readings: Sequence[GateReading],
         now: datetime,
     ) -> RolloutState:
-        """Persist what ``decide`` said for one tick (the scheduler's shell)."""
+        """Persist what ``decide`` said for one tick (the scheduler's shell). Refused if
+        anything wrote the rollout since the tick loaded it."""
+        transition = isinstance(decision, TRANSITIONS)
         with self._store.write() as session:
             row = _load(session, name)
-            if row.version != expected_version:
+            if row.row_version != expected_row_version:
                 raise VersionConflict(
                     f"rollout {name!r} changed during the tick", current_version=row.version
                 )
             before = state_from_row(row)
             after = apply_decision(before, decision, readings, now)
-            version = _cas(session, row, after, now, extra={"checked_at": now})
+            version = _cas(session, row, after, now, bump=transition, extra={"checked_at": now})
             session.add_all(gate_history.rows_for(name, before.step, readings))
-            if isinstance(decision, TRANSITIONS):
+            if transition:
                 audit.record(
                     session,
                     at=now,
                     actor="controller",
-                    action=type(decision).__name__.lower(),
+                    action=DECISION_ACTIONS[type(decision)],
                     rollout=name,
                     flag=row.flag_key,
                     before=before,
                     after=after,
                     version=version,
                     reason=decision.reason,
-                    details={"readings": [_reading_json(r) for r in readings]},
+                    details={
+                        "readings": [_reading_json(r) for r in readings],
+                        "serving_before": _serving_json(before),
+                        "serving_after": _serving_json(after),
+                    },
                 )
                 audit.bump_revision(session)
-        if isinstance(decision, TRANSITIONS):
+        if transition:
             self._on_change()
         return after
 
@@ -314,6 +337,18 @@ class Rollouts:
         self._on_change()
 
 
+# Audit action names of the controller's own transitions.
+DECISION_ACTIONS: dict[type, str] = {
+    Advance: "advance",
+    AwaitApproval: "await_approval",
+    Complete: "complete",
+    Pause: "pause",
+    StepBack: "step_back",
+    RollBack: "rollback",
+    Recover: "recover",
+}
+
+
 def _load(session: Session, name: str) -> RolloutRow:
     row = session.get(RolloutRow, name)
     if row is None:
@@ -326,14 +361,23 @@ def _cas(
     row: RolloutRow,
     state: RolloutState,
     now: datetime,
+    *,
+    bump: bool,
     extra: dict[str, Any] | None = None,
 ) -> int:
-    """Write ``state`` only if the row is still at the version it was read at."""
-    new_version = row.version + 1
-    values = {**state_columns(state), **(extra or {}), "version": new_version, "updated_at": now}
+    """Write ``state`` only if the row is still as it was read; ``bump`` moves the
+    version people see. Returns that version."""
+    new_version = row.version + 1 if bump else row.version
+    values = {
+        **state_columns(state),
+        **(extra or {}),
+        "version": new_version,
+        "row_version": row.row_version + 1,
+        "updated_at": now,
+    }
     result = session.execute(
         update(RolloutRow)
-        .where(col(RolloutRow.name) == row.name, col(RolloutRow.version) == row.version)
+        .where(col(RolloutRow.name) == row.name, col(RolloutRow.row_version) == row.row_version)
         .values(**values)
         .execution_options(synchronize_session=False)
     )

@@ -151,7 +151,7 @@ class Scheduler:
         """Load, read gates, decide, save: one rollout, one tick."""
         now = self._clock()
         try:
-            state = self._load(name)
+            state, row_version = self._load(name)
         except NotFound:
             return CheckResult(name, None, [], skipped="gone")
         if state.status not in ACTIVE_STATUSES:
@@ -162,7 +162,7 @@ class Scheduler:
         readings = read_gates(self._gates, state, now)
         decision = decide(state, readings, self._clock())
         try:
-            self._rollouts.record_decision(name, state.version, decision, readings, self._clock())
+            self._rollouts.record_decision(name, row_version, decision, readings, self._clock())
         except VersionConflict:
             # Someone acted while the gates were read: their change wins; check again next tick.
             log.info("rollout %s changed during its check; the tick is dropped", name)
@@ -171,12 +171,12 @@ class Scheduler:
             log.info("rollout %s: %s: %s", name, type(decision).__name__, decision.reason)
         return CheckResult(name, decision, readings)
 
-    def _load(self, name: str) -> RolloutState:
+    def _load(self, name: str) -> tuple[RolloutState, int]:
         with self._store.read() as session:
             row = session.get(RolloutRow, name)
             if row is None:
                 raise NotFound(name)
-            return state_from_row(row)
+            return state_from_row(row), row.row_version
 
     def _prune(self, now: datetime) -> None:
         if self._last_pruned is not None and now - self._last_pruned < timedelta(minutes=10):

@@ -77,7 +77,11 @@ class RolloutRow(SQLModel, table=True):
     reason: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
     # Counters and recent gate outcomes: see stages.state.RolloutState.
     bookkeeping: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    # What people see and compare-and-swap on: moves when a person acts, a plan changes or
+    # the controller makes a transition, not on every gate check.
     version: int = Field(sa_column=Column(Integer, nullable=False))
+    # Moves on every write, so no write (a gate check's bookkeeping included) is ever lost.
+    row_version: int = Field(default=1, sa_column=Column(Integer, nullable=False))
     # When the scheduler last checked the gates (it checks again after `interval`).
     checked_at: datetime | None = _ts(nullable=True)
     created_at: datetime = _ts()

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from controller.demo.runner import DemoResult
 
 # Automatic decisions that take exposure back.
-ROLLBACK_ACTIONS = frozenset({"stepback", "rollback"})
+ROLLBACK_ACTIONS = frozenset({"step_back", "rollback"})
 # Narrower terminals get the tables one below the other.
 SIDE_BY_SIDE_WIDTH = 120
 # Plain output repeats traffic and gates this often, so a log shows the run's pulse.

@@ -40,7 +40,6 @@ HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
 STATIC = HERE / "static"
 LIVE_PREFIX = "/ui/live/"
-_ATTEMPTS = 3  # scheduler ticks bump the version; retry an unchanged-looking rollout
 
 router = APIRouter(include_in_schema=False)
 
@@ -279,42 +278,31 @@ def _act_on_what_was_seen(
     seen: tuple[str, str, str],
     **options: Any,
 ) -> None:
-    """Act only if the rollout is still where the person saw it.
-
-    Every scheduler tick writes the rollout (and so bumps its version) even when it
-    only holds, so the version the page was rendered with goes stale within one
-    interval. What the person decided on is the status and the step: while those are
-    unchanged, act as a compare-and-swap on the current version, retrying if a tick
-    slips in between; once they differ, refuse with what changed.
-    """
-    seen_status, seen_step, seen_version = seen
-    for _ in range(_ATTEMPTS):
-        now = runtime.clock()
-        current = runtime.rollouts.get(name, now)
-        moved = (current["status"], str(current["step"])) != (seen_status, seen_step)
-        if moved and str(current["version"]) != seen_version:
-            raise VersionConflict(
-                f"Rollout {name} changed since you loaded it: it is now "
-                f"{formatting.status_label(current['status'])} at step "
-                f"{current['step'] + 1} ({current['step_label']}). Nothing was done; "
-                "check the page and try again.",
-                current_version=current["version"],
-            )
-        try:
-            runtime.rollouts.act(
-                name,
-                action,
-                actor=user.actor,
-                now=now,
-                expected_version=current["version"],
-                **options,
-            )
-            return
-        except VersionConflict:
-            continue
-    raise VersionConflict(
-        f"Rollout {name} kept changing while the {action} was tried; reload and try again."
-    )
+    """Act only if the rollout is still as the person saw it: a compare-and-swap on the
+    version the page showed (gate checks that only hold do not move it)."""
+    _, _, seen_version = seen
+    try:
+        expected = int(seen_version)
+    except ValueError:
+        expected = -1  # a tampered form: refuse like a stale one
+    try:
+        runtime.rollouts.act(
+            name,
+            action,
+            actor=user.actor,
+            now=runtime.clock(),
+            expected_version=expected,
+            **options,
+        )
+    except VersionConflict:
+        current = runtime.rollouts.get(name, runtime.clock())
+        raise VersionConflict(
+            f"Rollout {name} changed since you loaded it: it is now "
+            f"{formatting.status_label(current['status'])} at step "
+            f"{current['step'] + 1} ({current['step_label']}). Nothing was done; "
+            "check the page and try again.",
+            current_version=current["version"],
+        ) from None
 
 
 # --- flags ----------------------------------------------------------------------------

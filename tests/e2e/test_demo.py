@@ -44,7 +44,7 @@ def test_injected_errors_are_rolled_back_automatically_with_the_reason_shown() -
     assert result.returncode == 0, explain(result)
     assert "injecting errors on the new side at step 4 (canary 5%)" in out, explain(result)
     # The rollback is announced as it happens, with the gate and value behind it.
-    alert = re.search(r"!!! AUTOMATIC ROLLBACK: controller: (stepback|rollback) .*", out)
+    alert = re.search(r"!!! AUTOMATIC ROLLBACK: controller: (step_back|rollback) .*", out)
     assert alert is not None, explain(result)
     assert re.search(r"(abort|rollback): [\w-]+: [\d.]+ > (abort|rollback)_above", alert[0])
     summary = out[out.index("== summary ==") :]

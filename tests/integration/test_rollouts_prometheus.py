@@ -151,7 +151,7 @@ def test_error_spike_above_rollback_above_rolls_back_gradually(stack: Stack) -> 
     final = stack.wait("spike", lambda r: r["status"] == "rolled_back", timeout=60)
     assert final["serving"]["percent"] == 0
     events = stack.automatic("spike")
-    backs = [e for e in events if e["action"] == "stepback"]
+    backs = [e for e in events if e["action"] == "step_back"]
     assert [e["to_step"] for e in backs] == [1, 0]  # 50 % -> 5 % -> shadow, one at a time
     assert "error-rate" in backs[0]["reason"] and "rollback_above" in backs[0]["reason"]
     reading = next(r for r in backs[0]["details"]["readings"] if r["gate"] == "error-rate")
@@ -171,7 +171,7 @@ def test_error_spike_above_abort_above_rolls_back_at_once(stack: Stack) -> None:
     last = events[-1]
     assert (last["action"], last["from_step"], last["to_step"]) == ("rollback", 2, 0)
     assert "abort_above" in last["reason"]
-    assert not [e for e in events if e["action"] == "stepback"]
+    assert not [e for e in events if e["action"] == "step_back"]
 
 
 def test_prometheus_stopped_gives_holds_then_pause_and_never_advances(stack: Stack) -> None:

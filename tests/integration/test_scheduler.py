@@ -164,8 +164,8 @@ def test_breach_steps_back_and_records_the_evidence(store: Store) -> None:
         assert row is not None
         assert row.query == 'sum(rate(x{rollout="gated"}[1m]))'
         assert row.value == 0.5
-    step_back = [t for t in transitions(store, "gated") if t[0] == "stepback"]
-    assert step_back == [("stepback", 0, "rolling_back")]
+    step_back = [t for t in transitions(store, "gated") if t[0] == "step_back"]
+    assert step_back == [("step_back", 0, "rolling_back")]
 
 
 def test_gate_source_down_holds_then_pauses_and_never_advances(store: Store) -> None:
@@ -260,7 +260,7 @@ def test_approval_waits_for_a_person_then_goes_on(store: Store) -> None:
     run(scheduler, clock, 30)
     assert rollouts.get("gated", clock())["status"] == "completed"
     assert [t[0] for t in transitions(store, "gated")] == [
-        "awaitapproval",
+        "await_approval",
         "advance",
         "complete",
     ]
@@ -300,3 +300,14 @@ def test_gate_history_is_pruned_after_retention(store: Store) -> None:
     with store.read() as s:
         left = s.query(GateEvaluationRow).filter(GateEvaluationRow.at <= first_half_minute)
         assert left.count() == 0
+
+
+def test_gate_checks_that_hold_do_not_make_a_persons_version_stale(store: Store) -> None:
+    gates = FakeGates(Outcome.HOLD)
+    rollouts, scheduler, clock = setup(store, GATED_PLAN, gates)
+    seen = rollouts.get("gated", clock())["version"]
+    run(scheduler, clock, 60)  # several checks, every one a hold
+    assert len(gates.asked) >= 5
+    assert rollouts.get("gated", clock())["version"] == seen
+    paused = rollouts.act("gated", Action.PAUSE, actor="bob", now=clock(), expected_version=seen)
+    assert paused["version"] == seen + 1
