@@ -193,6 +193,33 @@ def cmd_eval(args: argparse.Namespace, api: Api) -> int:
     return 1 if result.get("errorCode") == "FLAG_NOT_FOUND" else 0
 
 
+def cmd_gates(args: argparse.Namespace, api: Api) -> int:
+    params: dict[str, Any] = {"limit": args.limit}
+    if args.gate:
+        params["gate"] = args.gate
+    body = api.call("GET", f"/api/v1/rollouts/{args.name}/gates", params=params)
+    if args.json:
+        fmt.print_json(body)
+    else:
+        print("latest:")
+        print(fmt.readings_table(body["latest"]))
+        print("\nhistory (newest first):")
+        print(fmt.readings_table(body["history"]))
+    return 0
+
+
+def cmd_test_gate(args: argparse.Namespace, api: Api) -> int:
+    body = {"gate": args.gate} if args.gate else {}
+    result = api.call("POST", f"/api/v1/rollouts/{args.name}/gates/test", json=body)
+    if args.json:
+        fmt.print_json(result)
+    else:
+        print(fmt.readings_table(result["readings"]))
+        would = result["would_decide"]
+        print(f"\nwould decide now: {would['decision']}: {would['reason']}")
+    return 0
+
+
 def cmd_audit(args: argparse.Namespace, api: Api) -> int:
     params: dict[str, Any] = {"limit": args.limit}
     if args.rollout:
@@ -359,6 +386,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--key", help="targeting key (the user's pseudonym)")
     ev.add_argument("--attr", action="append", metavar="NAME=VALUE", help="context attribute")
 
+    gh = sub.add_parser("gates", parents=[common], help="a rollout's gate readings and history")
+    gh.add_argument("name")
+    gh.add_argument("--gate", help="one gate only")
+    gh.add_argument("--limit", type=int, default=20)
+
+    tg = sub.add_parser(
+        "test-gate", parents=[common], help="read a rollout's gates now; say what would happen"
+    )
+    tg.add_argument("name")
+    tg.add_argument("--gate", help="one gate only (any gate of the plan)")
+
     au = sub.add_parser("audit", parents=[common], help="show the audit log")
     au.add_argument("--rollout")
     au.add_argument("--flag")
@@ -395,6 +433,8 @@ HANDLERS = {
     "status": cmd_status,
     "eval": cmd_eval,
     "audit": cmd_audit,
+    "gates": cmd_gates,
+    "test-gate": cmd_test_gate,
     "flag": cmd_flag,
     "token": cmd_token,
     "delete": cmd_delete,

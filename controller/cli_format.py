@@ -167,3 +167,30 @@ def token_table(tokens: list[dict[str, Any]]) -> str:
         for t in tokens
     ]
     return table(["id", "name", "role", "created", "revoked"], rows)
+
+
+def readings_table(readings: list[dict[str, Any]]) -> str:
+    rows = [
+        [
+            r["at"][11:19],
+            r["gate"],
+            r["outcome"],
+            _number(r["value"]),
+            _number(r["baseline"]),
+            _number(r["samples"]),
+            f"{r['threshold']} {r['threshold_value']:g}" if r["threshold"] else "-",
+            r["error"] or "",
+        ]
+        for r in readings
+    ]
+    return table(
+        ["at", "gate", "outcome", "value", "baseline", "samples", "crossed", "error"], rows
+    )
+
+
+def _number(value: float | str | None) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, str):  # nan, inf: JSON has no such numbers
+        return value
+    return f"{value:.4g}"

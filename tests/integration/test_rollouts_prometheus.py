@@ -3,6 +3,8 @@ latency the test controls: advance, gradual rollback, abort, outage, no data."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -234,4 +236,24 @@ def test_test_query_reads_gates_now_and_changes_nothing(stack: Stack) -> None:
     bad = stack.client.post("/api/v1/gates/test", json={"gate": {"name": "t", "query": "up"}})
     assert bad.status_code == 422
     assert bad.json()["problems"][0]["field"].startswith("gate")
-    assert stack.rollout("probe")["version"] >= version  # the scheduler may tick; we did not act
+    assert stack.rollout("probe")["version"] == version  # holding checks do not move it
+
+    tested = rollout_cli(stack.server, "test-gate", "probe", "--gate", "error-rate")
+    assert tested.returncode == 0, tested.stderr
+    assert "error-rate" in tested.stdout and "would decide now: Hold" in tested.stdout
+    history = rollout_cli(stack.server, "gates", "probe")
+    assert history.returncode == 0, history.stderr
+    assert "latest:" in history.stdout and "p99-latency-ms" in history.stdout
+    missing = rollout_cli(stack.server, "test-gate", "probe", "--gate", "nope")
+    assert missing.returncode == 1
+    assert "no gate 'nope'" in missing.stderr
+
+
+def rollout_cli(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "controller", *args],
+        env=server.cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
