@@ -10,7 +10,7 @@ refused; a gate check that raced with anything is dropped."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -68,9 +68,17 @@ def parse_plan_input(source: str | None, data: object | None) -> tuple[Plan, str
 
 
 class Rollouts:
-    def __init__(self, store: Store, on_change: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        on_change: Callable[[], None],
+        on_transition: Callable[[str, str], None] | None = None,
+    ) -> None:
         self._store = store
         self._on_change = on_change
+        # Told (rollout, action) after each committed transition, automatic or manual;
+        # the composition root points it at the metrics.
+        self.on_transition = on_transition
 
     # -- reads ---------------------------------------------------------------
 
@@ -174,20 +182,14 @@ class Rollouts:
         changes = _describe_changes(row.plan, plan_data)
         step = 0 if old.status is Status.PENDING else min(old.step, len(plan.steps) - 1)
         known = {g.name for i in range(len(plan.steps)) for g in plan.gates_for(i)}
-        state = RolloutState(
+        # Keep where the rollout is; forget what is known about gates the plan dropped.
+        state = replace(
+            old,
             plan=plan,
-            status=old.status,
             step=step,
-            step_started_at=old.step_started_at,
-            version=old.version,
-            reason=old.reason,
-            ok_evaluations=old.ok_evaluations,
             gate_errors={g: n for g, n in old.gate_errors.items() if g in known},
             history={g: m for g, m in old.history.items() if g in known},
             last_outcomes={g: o for g, o in old.last_outcomes.items() if g in known},
-            observe_until=old.observe_until,
-            started_at=old.started_at,
-            max_step_reached=old.max_step_reached,
         )
         version = _cas(
             session, row, state, now, bump=True, extra={"plan": plan_data, "plan_source": source}
@@ -262,6 +264,7 @@ class Rollouts:
             fresh = _load(session, name)
             view = rollout_view(fresh, after, now)
         self._on_change()
+        self._transitioned(name, action.value)
         return view
 
     # -- automatic decisions -------------------------------------------------
@@ -308,7 +311,12 @@ class Rollouts:
                 audit.bump_revision(session)
         if transition:
             self._on_change()
+            self._transitioned(name, DECISION_ACTIONS[type(decision)])
         return after
+
+    def _transitioned(self, name: str, action: str) -> None:
+        if self.on_transition is not None:
+            self.on_transition(name, action)
 
     def delete(self, name: str, *, actor: str, now: datetime) -> None:
         with self._store.write() as session:

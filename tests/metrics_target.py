@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
+from controller.demo.service import DemoMetrics
+
 TICK_S = 0.05
-LATENCY_BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,20 +29,12 @@ class Traffic:
 
 class MetricsTarget:
     def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        self.operations = Counter(
-            "memory_operation",
-            "Memory operations by variant and status.",
-            ["variant", "status"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "memory_operation_latency_ms",
-            "Memory operation latency in milliseconds.",
-            ["variant"],
-            buckets=LATENCY_BUCKETS_MS,
-            registry=self.registry,
-        )
+        # The demo service's metric families: one definition of the names that the demo
+        # plan and these tests query.
+        metrics = DemoMetrics()
+        self.registry = metrics.registry
+        self.operations = metrics.operations
+        self.latency = metrics.latency
         self._traffic: dict[str, Traffic] = {}
         # Fractions of a request (and of an error) carried to the next tick, so low rates
         # and small error ratios are not rounded away.
