@@ -12,7 +12,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from controller import http_errors, ui
+from controller import http_errors, metrics, ui
 from controller.api import evaluation, flags, gates, health, rollouts, tokens
 from controller.auth import TokenRegistry
 from controller.gates import PrometheusGates
@@ -96,6 +96,7 @@ def create_app(
     http_errors.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.state.evaluation_counts = evaluation.EvaluationCounts()
+    metrics.install(app, runtime, app.state.evaluation_counts, public=settings.metrics_public)
     for module in (health, evaluation, flags, rollouts, gates, tokens):
         app.include_router(module.router)
     ui.install(app)

@@ -221,6 +221,8 @@ def cmd_test_gate(args: argparse.Namespace, api: Api) -> int:
 
 
 def cmd_audit(args: argparse.Namespace, api: Api) -> int:
+    if args.audit_command == "verify":
+        return cmd_audit_verify(args, api)
     params: dict[str, Any] = {"limit": args.limit}
     if args.rollout:
         params["rollout"] = args.rollout
@@ -232,6 +234,21 @@ def cmd_audit(args: argparse.Namespace, api: Api) -> int:
     else:
         print(fmt.audit_table(events))
     return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace, api: Api) -> int:
+    """Exit 0 when the audit hash chain holds, 1 when it is broken."""
+    report = api.call("GET", "/api/v1/audit/verify")
+    if args.json:
+        fmt.print_json(report)
+    elif report["ok"]:
+        print(f"audit log intact: {report['checked']} events checked, the hash chain holds")
+    else:
+        print(
+            f"audit log BROKEN at event {report['first_bad']}: {report['problem']} "
+            f"({report['checked']} events checked)"
+        )
+    return 0 if report["ok"] else 1
 
 
 def cmd_flag(args: argparse.Namespace, api: Api) -> int:
@@ -397,7 +414,18 @@ def build_parser() -> argparse.ArgumentParser:
     tg.add_argument("name")
     tg.add_argument("--gate", help="one gate only (any gate of the plan)")
 
-    au = sub.add_parser("audit", parents=[common], help="show the audit log")
+    au = sub.add_parser(
+        "audit",
+        parents=[common],
+        help="show the audit log, or verify its hash chain (audit verify)",
+    )
+    au.add_argument(
+        "audit_command",
+        nargs="?",
+        choices=["verify"],
+        metavar="verify",
+        help="check the hash chain instead: exit 0 when intact, 1 when broken",
+    )
     au.add_argument("--rollout")
     au.add_argument("--flag")
     au.add_argument("--limit", type=int, default=50)

@@ -31,3 +31,6 @@ class Settings(BaseSettings):
     gate_history_retention: str = "14d"
     # This process's name in leases and logs; default: host name and process id.
     replica_id: str | None = None
+    # Serve /metrics without a token (only where the network keeps it private); by
+    # default a token with the viewer role or better is needed.
+    metrics_public: bool = False

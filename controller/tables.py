@@ -104,6 +104,10 @@ class AuditRow(SQLModel, table=True):
     version: int | None = None
     reason: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
     details: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    # The hash chain (controller.audit_chain): hex SHA-256 of the previous event, and of
+    # this event's content plus prev_hash.
+    prev_hash: str = Field(sa_column=Column(String(64), nullable=False))
+    hash: str = Field(default="", sa_column=Column(String(64), nullable=False))
 
 
 class TokenRow(SQLModel, table=True):

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 
 from controller.api.bodies import ActionBody, PlanBody
-from controller.audit import list_events
+from controller.audit import list_events, verify
 from controller.rollouts import parse_plan_input
 from controller.runtime import Admin, Operator, Reader, RuntimeDep
 from stages.actions import Action
@@ -64,6 +64,15 @@ def act(
 def delete_rollout(name: str, runtime: RuntimeDep, who: Admin) -> Response:
     runtime.rollouts.delete(name, actor=who.actor, now=runtime.clock())
     return Response(status_code=204)
+
+
+@router.get("/audit/verify")
+def verify_audit(runtime: RuntimeDep, _who: Reader) -> dict[str, Any]:
+    """Walk the audit hash chain: ``ok``, events ``checked``, the ``first_bad`` id and
+    the ``problem`` with it."""
+    with runtime.store.read() as session:
+        report = verify(session)
+    return report.as_dict()
 
 
 @router.get("/audit")
