@@ -8,11 +8,9 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
 from sqlalchemy import text
 from sqlmodel import col, select
 
@@ -24,21 +22,9 @@ from controller.store import Store
 from controller.tables import AuditRow
 from stages.actions import Action
 from stages.decisions import Advance
-from tests.databases import fresh_database
 from tests.serving import Server, plan_yaml, running_server
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    with fresh_database(request.param, tmp_path) as url:
-        s = Store(url)
-        s.create_schema()
-        try:
-            yield s
-        finally:
-            s.dispose()
 
 
 def verify(store: Store, batch_size: int = 3) -> VerifyReport:

@@ -4,10 +4,9 @@ source and a clock the test moves: load, read gates, decide, save; leases; CAS."
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -20,7 +19,6 @@ from controller.tables import AuditRow, GateEvaluationRow
 from stages.actions import Action
 from stages.plan import Gate
 from stages.state import GateReading, Outcome
-from tests.databases import fresh_database
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
@@ -86,15 +84,6 @@ class FakeGates:
 
     def ping(self) -> bool:
         return True
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    with fresh_database(request.param, tmp_path) as url:
-        s = Store(url)
-        s.create_schema()
-        yield s
-        s.dispose()
 
 
 def setup(

@@ -4,9 +4,7 @@ transaction per use case (audit included), snapshots that survive a database out
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlmodel import select
@@ -20,21 +18,9 @@ from controller.tables import AuditRow, FlagRow, RolloutRow
 from flags.model import EvaluationContext
 from stages.actions import Action
 from stages.decisions import Advance, Hold
-from tests.databases import fresh_database
 from tests.serving import plan_yaml
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    with fresh_database(request.param, tmp_path) as url:
-        s = Store(url)
-        s.create_schema()
-        try:
-            yield s
-        finally:
-            s.dispose()
 
 
 def services(store: Store) -> tuple[Rollouts, Flags, list[int]]:
