@@ -10,7 +10,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -68,6 +68,14 @@ def _error_text(status: int, body: Any) -> str:
             where += f" (line {problem['line']})"
         lines.append(f"  - {where}: {problem.get('message', '')}")
     return "\n".join(lines)
+
+
+def show(args: argparse.Namespace, data: Any, render: Callable[[Any], str]) -> None:
+    """The server's JSON with ``--json``; otherwise the readable form."""
+    if args.json:
+        fmt.print_json(data)
+    else:
+        print(render(data))
 
 
 # -- commands --------------------------------------------------------------------
@@ -143,16 +151,10 @@ def cmd_apply(args: argparse.Namespace, api: Api) -> int:
 def cmd_status(args: argparse.Namespace, api: Api) -> int:
     if args.name:
         rollout = api.call("GET", f"/api/v1/rollouts/{args.name}")
-        if args.json:
-            fmt.print_json(rollout)
-        else:
-            print(fmt.rollout_detail(rollout))
+        show(args, rollout, fmt.rollout_detail)
         return 0
     rollouts = api.call("GET", "/api/v1/rollouts")["rollouts"]
-    if args.json:
-        fmt.print_json(rollouts)
-    else:
-        print(fmt.rollout_table(rollouts))
+    show(args, rollouts, fmt.rollout_table)
     return 0
 
 
@@ -186,10 +188,7 @@ def cmd_eval(args: argparse.Namespace, api: Api) -> int:
             raise CliError(f"--attr {item!r}: expected NAME=VALUE", 2)
         context[name] = value
     result = api.call("POST", f"/api/v1/evaluate/{args.flag}", json={"context": context})
-    if args.json:
-        fmt.print_json(result)
-    else:
-        print(fmt.evaluation_text(result))
+    show(args, result, fmt.evaluation_text)
     return 1 if result.get("errorCode") == "FLAG_NOT_FOUND" else 0
 
 
@@ -229,10 +228,7 @@ def cmd_audit(args: argparse.Namespace, api: Api) -> int:
     if args.flag:
         params["flag"] = args.flag
     events = api.call("GET", "/api/v1/audit", params=params)["events"]
-    if args.json:
-        fmt.print_json(events)
-    else:
-        print(fmt.audit_table(events))
+    show(args, events, fmt.audit_table)
     return 0
 
 
@@ -254,10 +250,7 @@ def cmd_audit_verify(args: argparse.Namespace, api: Api) -> int:
 def cmd_flag(args: argparse.Namespace, api: Api) -> int:
     if args.flag_command == "list":
         flags = api.call("GET", "/api/v1/flags")["flags"]
-        if args.json:
-            fmt.print_json(flags)
-        else:
-            print(fmt.flag_table(flags))
+        show(args, flags, fmt.flag_table)
         return 0
     if args.flag_command == "show":
         fmt.print_json(api.call("GET", f"/api/v1/flags/{args.key}"))
@@ -293,10 +286,7 @@ def cmd_token(args: argparse.Namespace, api: Api) -> int:
         return 0
     if args.token_command == "list":
         tokens = api.call("GET", "/api/v1/tokens")["tokens"]
-        if args.json:
-            fmt.print_json(tokens)
-        else:
-            print(fmt.token_table(tokens))
+        show(args, tokens, fmt.token_table)
         return 0
     api.call("DELETE", f"/api/v1/tokens/{args.id}")
     print(f"token {args.id} revoked")
