@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup system demo serve test lint typecheck unit bench clean
+.PHONY: setup system demo serve test lint typecheck unit bench bench-eval clean
 
 $(BIN)/rollout: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,13 @@ test: setup lint typecheck
 
 bench: setup
 	$(BIN)/python -m tests.benchmarks.detection_latency
+
+# Evaluation speed (in-process vs peer SDKs, HTTP vs a bare ASGI app); about 5 minutes.
+# Needs wrk and the peer SDKs (the `bench` extra), installed here, not for `make test`.
+bench-eval: setup
+	scripts/install-system-deps --bench
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m tests.benchmarks.evaluation --write-docs
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage *.egg-info

@@ -13,16 +13,30 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from controller import http_errors, metrics, ui
-from controller.api import evaluation, flags, gates, health, rollouts, tokens
+from controller.api import (
+    evaluation,
+    flags,
+    gates,
+    health,
+    impressions,
+    rollouts,
+    tokens,
+    webhooks,
+)
 from controller.auth import TokenRegistry
+from controller.fastpath import EvaluationFastPath, FastPathApp
 from controller.gates import PrometheusGates
+from controller.idempotency import Idempotency, IdempotencyKeys
 from controller.limits import BodySizeLimit
+from controller.ratelimit import RateLimit
+from controller.refresh import SnapshotRefresher
 from controller.rollouts import parse_plan_input
 from controller.runtime import Runtime
 from controller.scheduler import Scheduler
 from controller.settings import Settings
 from controller.snapshots import SnapshotHolder
 from controller.store import Store
+from controller.webhooks import DeliveryWorker
 from stages.durations import parse_duration
 
 log = logging.getLogger(__name__)
@@ -49,6 +63,13 @@ def build_runtime(settings: Settings) -> Runtime:
             tick_seconds=settings.scheduler_tick,
             retention=parse_duration(settings.gate_history_retention),
         )
+    runtime.refresher = SnapshotRefresher(
+        runtime.snapshots, runtime.tokens, interval=settings.snapshot_poll
+    )
+    if settings.webhooks:
+        runtime.webhook_worker = DeliveryWorker(
+            runtime.outbox, runtime.replica_id, runtime.clock, poll_seconds=settings.webhook_poll
+        )
     return runtime
 
 
@@ -71,7 +92,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        runtime.store.create_schema()
+        # Creates an empty database; refuses one behind this version unless told to upgrade.
+        runtime.store.prepare_schema(upgrade=settings.db_upgrade)
         runtime.tokens.reload()
         runtime.snapshots.refresh()
         apply_plan_files(runtime, plan_files)
@@ -79,14 +101,22 @@ def create_app(
             log.warning("ROLLOUT_ADMIN_TOKEN is not set: only tokens in the database work")
         if runtime.scheduler is not None:
             runtime.scheduler.start()
+        if runtime.refresher is not None:
+            runtime.refresher.start()
+        if runtime.webhook_worker is not None:
+            runtime.webhook_worker.start()
         try:
             yield
         finally:
+            if runtime.webhook_worker is not None:
+                runtime.webhook_worker.stop()
+            if runtime.refresher is not None:
+                runtime.refresher.stop()
             if runtime.scheduler is not None:
                 runtime.scheduler.stop()
             runtime.store.dispose()
 
-    app = FastAPI(
+    app = FastPathApp(
         title="rollout-controller",
         version="0.1.0",
         description="Progressive rollouts with feature flags and Prometheus gates.",
@@ -94,10 +124,33 @@ def create_app(
     )
     app.state.runtime = runtime
     http_errors.install(app)
+    # Added first, so innermost: it buffers bodies the size limit has already bounded.
+    app.add_middleware(
+        Idempotency,
+        keys=IdempotencyKeys(runtime.store, parse_duration(settings.idempotency_ttl)),
+        tokens=runtime.tokens,
+        clock=lambda: runtime.clock(),  # late-bound: tests may swap the runtime's clock
+    )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    if settings.rate_limit_per_min > 0:
+        app.add_middleware(
+            RateLimit,
+            tokens=runtime.tokens,
+            per_minute=settings.rate_limit_per_min,
+            burst=settings.rate_limit_burst,
+        )
     app.state.evaluation_counts = evaluation.EvaluationCounts()
     metrics.install(app, runtime, app.state.evaluation_counts, public=settings.metrics_public)
-    for module in (health, evaluation, flags, rollouts, gates, tokens):
+    # Evaluation, every service's per-request call, is answered ahead of FastAPI's stack.
+    app.evaluation_fast_path = EvaluationFastPath(
+        runtime.snapshots,
+        runtime.tokens,
+        app.state.evaluation_counts,
+        max_body_bytes=settings.max_body_bytes,
+        latency=app.state.metrics.evaluation_latency,
+    )
+    for module in (health, evaluation, flags, rollouts, gates, tokens, webhooks):
         app.include_router(module.router)
+    impressions.install(app)  # SDK reports: counts into evaluation_counts, impression rings
     ui.install(app)
     return app

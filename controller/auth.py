@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import hmac
 import secrets
 import threading
 from dataclasses import dataclass
@@ -68,12 +69,16 @@ def new_secret() -> str:
 
 
 class TokenRegistry:
-    """The live tokens, by hash. Reloaded from the database after every change."""
+    """The live tokens, by hash. Reloaded from the database after every change here,
+    and by ``controller.refresh`` after changes made through other replicas."""
 
     def __init__(self, store: Store, bootstrap_admin: str | None) -> None:
         self._store = store
         self._lock = threading.Lock()
         self._by_hash: dict[str, Principal] = {}
+        # Moves on every reload, so a cache of authenticated principals (the evaluation
+        # fast path's) can tell that a token may have been revoked since.
+        self.generation = 0
         self._bootstrap: dict[str, Principal] = {}
         if bootstrap_admin:
             self._bootstrap[hash_token(bootstrap_admin)] = Principal(
@@ -88,6 +93,7 @@ class TokenRegistry:
             fresh = {r.token_hash: Principal(r.name, Role(r.role), r.id) for r in rows}
         with self._lock:
             self._by_hash = fresh
+            self.generation += 1
 
     def authenticate(self, authorization: str | None) -> Principal:
         if not authorization:
@@ -96,7 +102,14 @@ class TokenRegistry:
         if scheme.lower() != "bearer" or not secret.strip():
             raise Unauthorized("malformed Authorization header: expected 'Bearer TOKEN'")
         digest = hash_token(secret.strip())
-        principal = self._bootstrap.get(digest) or self._by_hash.get(digest)
+        # The bootstrap admin token is chosen by a person and may be short: compare in
+        # constant time. Database tokens are 256-bit random, found by their digest: a
+        # timing difference could reveal at most a digest prefix, which does not help
+        # anyone produce a secret that hashes to it.
+        bootstrap = next(
+            (p for h, p in self._bootstrap.items() if hmac.compare_digest(h, digest)), None
+        )
+        principal = bootstrap or self._by_hash.get(digest)
         if principal is None:
             raise Unauthorized("unknown or revoked token")
         return principal
@@ -122,6 +135,8 @@ class TokenRegistry:
                 action="token.create",
                 reason=f"token {row.id} ({role}) for {name}",
             )
+            # Other replicas reload their tokens when the revision moves.
+            audit.bump_revision(session)
         self.reload()
         return row, secret
 
@@ -145,6 +160,7 @@ class TokenRegistry:
                     action="token.revoke",
                     reason=f"token {row.id} ({row.role}) for {row.name}",
                 )
+                audit.bump_revision(session)
         self.reload()
         return row
 

@@ -10,7 +10,9 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -18,6 +20,7 @@ import httpx
 
 from controller import cli_format as fmt
 
+_MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 ACTIONS = ("start", "pause", "resume", "advance", "approve", "rollback", "abort", "retry")
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 
@@ -38,6 +41,13 @@ class Api:
         self.client = httpx.Client(base_url=self.server, headers=headers, timeout=timeout)
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        if method in _MUTATING and not path.startswith("/api/v1/evaluate/"):
+            # A fresh key per change: if the request is ever resent (by a proxy, or a
+            # retry), the server runs it once and answers the copy from its record.
+            kwargs["headers"] = {
+                **kwargs.get("headers", {}),
+                "Idempotency-Key": f'"{uuid.uuid4()}"',
+            }
         try:
             response = self.client.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
@@ -83,10 +93,13 @@ def show(args: argparse.Namespace, data: Any, render: Callable[[Any], str]) -> N
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
 
+    from controller import migrate
     from controller.app import create_app
     from controller.logs import configure_logging
-    from controller.settings import Settings
+    from controller.settings import Settings, explain_settings_error
 
     overrides: dict[str, Any] = {}
     if args.host:
@@ -95,13 +108,62 @@ def cmd_serve(args: argparse.Namespace) -> int:
         overrides["port"] = args.port
     if args.database_url:
         overrides["database_url"] = args.database_url
-    settings = Settings(**overrides)
+    if args.upgrade_db:
+        overrides["db_upgrade"] = True
+    try:
+        settings = Settings(**overrides)
+    except (ValidationError, SettingsError) as exc:
+        raise CliError(explain_settings_error(exc), 2) from None
     configure_logging(settings.log_level)
+    # Here rather than only in the app's start-up, so a refusal is one clear line.
+    with database_errors(settings.database_url):
+        migrate.prepare(settings.database_url, upgrade=settings.db_upgrade)
     app = create_app(settings, plan_files=[Path(f) for f in args.apply or []])
     uvicorn.run(
         app, host=settings.host, port=settings.port, log_level=settings.log_level,
         access_log=False,
     )  # fmt: skip
+    return 0
+
+
+@contextmanager
+def database_errors(url: str) -> Iterator[None]:
+    """Schema and connection failures as CLI errors (1: refused, 3: unreachable)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError
+
+    from controller.migrate import SchemaError
+
+    try:
+        yield
+    except SchemaError as exc:
+        raise CliError(str(exc), 1) from None
+    except ArgumentError as exc:
+        raise CliError(f"bad database URL: {exc}", 2) from None
+    except (OperationalError, InterfaceError) as exc:
+        where = make_url(url).render_as_string(hide_password=True)
+        raise CliError(f"cannot reach the database at {where}: {exc.orig}", 3) from None
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from controller import migrate
+    from controller.settings import Settings
+
+    if args.db_command == "revision":
+        print(f"wrote {migrate.new_revision(args.message)}: read it, then ruff format it")
+        return 0
+    url = args.database_url or Settings().database_url
+    with database_errors(url):
+        if args.db_command == "upgrade":
+            print(migrate.upgrade(url).describe())
+            return 0
+        status = migrate.check(url)
+    if args.db_command == "current":
+        print(f"{status.current or 'none'} ({'head' if status.at_head else status.message})")
+        return 0
+    if not status.at_head:
+        raise CliError(status.message, 1)
+    print(status.message)
     return 0
 
 
@@ -299,6 +361,42 @@ def cmd_delete(args: argparse.Namespace, api: Api) -> int:
     return 0
 
 
+def cmd_webhooks(args: argparse.Namespace, api: Api) -> int:
+    if args.webhooks_command == "retry":
+        delivery = api.call("POST", f"/api/v1/webhooks/deliveries/{args.id}/retry")
+        if args.json:
+            fmt.print_json(delivery)
+        else:
+            print(f"webhook delivery {delivery['id']} ({delivery['webhook']}) will be sent again")
+        return 0
+    params: dict[str, Any] = {"limit": args.limit}
+    if args.status:
+        params["status"] = args.status
+    if args.webhook:
+        params["webhook"] = args.webhook
+    deliveries = api.call("GET", "/api/v1/webhooks/deliveries", params=params)["deliveries"]
+    show(args, deliveries, _deliveries_table)
+    return 0
+
+
+def _deliveries_table(deliveries: list[dict[str, Any]]) -> str:
+    rows = [
+        [
+            str(d["id"]),
+            d["webhook"],
+            d["event"],
+            d["rollout"] or "-",
+            d["status"],
+            str(d["attempts"]),
+            d["delivered_at"] or d["next_attempt_at"] or "-",
+            d["last_error"] or "",
+        ]
+        for d in deliveries
+    ]
+    headers = ["id", "webhook", "event", "rollout", "status", "tries", "at", "last error"]
+    return fmt.table(headers, rows)
+
+
 # -- parser ----------------------------------------------------------------------
 
 
@@ -327,6 +425,25 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="apply this plan file at start (repeatable; idempotent)",
     )
+    serve.add_argument(
+        "--upgrade-db",
+        action="store_true",
+        help="upgrade a database schema that is behind this version (env ROLLOUT_DB_UPGRADE)",
+    )
+
+    db = sub.add_parser("db", help="database schema: upgrade, current, check")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    for name, text in (
+        ("upgrade", "create or upgrade the schema to this version's (head)"),
+        ("current", "print the schema revision the database is at"),
+        ("check", "exit 0 when the schema is at head, 1 when it is not"),
+    ):
+        db_sub.add_parser(name, help=text).add_argument(
+            "--database-url", default=None, help="env ROLLOUT_DATABASE_URL"
+        )
+    db_sub.add_parser(
+        "revision", help="developers: write the next migration from the table models"
+    ).add_argument("-m", "--message", required=True, help="what the migration changes")
 
     demo = sub.add_parser(
         "demo",
@@ -440,6 +557,16 @@ def build_parser() -> argparse.ArgumentParser:
     tk_sub.add_parser("list", parents=[common])
     tk_sub.add_parser("revoke", parents=[common]).add_argument("id")
 
+    wh = sub.add_parser("webhooks", parents=[common], help="webhook deliveries: list, retry")
+    wh_sub = wh.add_subparsers(dest="webhooks_command", required=True)
+    wl = wh_sub.add_parser("list", parents=[common], help="deliveries, newest first")
+    wl.add_argument("--status", choices=["pending", "dead", "delivered"])
+    wl.add_argument("--webhook", help="one webhook only")
+    wl.add_argument("--limit", type=int, default=50)
+    wh_sub.add_parser(
+        "retry", parents=[common], help="send a dead delivery again now (admin)"
+    ).add_argument("id", type=int)
+
     sub.add_parser(
         "delete", parents=[common], help="delete a finished rollout (admin)"
     ).add_argument("name")
@@ -456,6 +583,7 @@ HANDLERS = {
     "flag": cmd_flag,
     "token": cmd_token,
     "delete": cmd_delete,
+    "webhooks": cmd_webhooks,
     **dict.fromkeys(ACTIONS, cmd_action),
 }
 
@@ -467,6 +595,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
             sys.exit(cmd_serve(args))
         if args.command == "demo":
             sys.exit(cmd_demo(args))
+        if args.command == "db":
+            sys.exit(cmd_db(args))
         token = args.token or os.environ.get("ROLLOUT_TOKEN")
         if not token:
             raise CliError("no API token: pass --token or set ROLLOUT_TOKEN", 2)

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -24,6 +24,13 @@ from controller.errors import (
 )
 
 log = logging.getLogger(__name__)
+
+# Every route under these needs a bearer token; the public ones (/healthz, /readyz,
+# /openapi.json, the UI's sign-in) are elsewhere.
+TOKEN_ONLY_PREFIXES = ("/api/", "/ofrep/")
+
+# What FastAPI raises (an HTTPException) for a body it cannot decode, e.g. not UTF-8.
+_BODY_NOT_PARSED = "There was an error parsing the body"
 
 STATUS: list[tuple[type[ControllerError], int]] = [
     (NotFound, 404),
@@ -47,6 +54,10 @@ def _status_of(exc: ControllerError) -> int:
 
 async def _controller_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ControllerError)
+    return _controller_response(exc)
+
+
+def _controller_response(exc: ControllerError) -> JSONResponse:
     extra: dict[str, Any] = {}
     if isinstance(exc, Invalid):
         extra["problems"] = exc.problems
@@ -58,8 +69,11 @@ async def _controller_error(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    refused = _unauthenticated(request)
+    if refused is not None:
+        return refused
     problems = [
         {"field": ".".join(str(part) for part in e.get("loc", ())), "message": e.get("msg", "")}
         for e in exc.errors()
@@ -70,10 +84,59 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+def _unauthenticated(request: Request) -> JSONResponse | None:
+    """The 401 a route under /api or /ofrep (each needs a token) would have answered.
+    FastAPI parses a JSON body before any dependency runs, so without this a caller
+    with no valid token would get a 422 that describes what the route expects."""
+    path = request.url.path.removeprefix(request.scope.get("root_path", ""))
+    runtime = getattr(request.app.state, "runtime", None)
+    if runtime is None or not path.startswith(TOKEN_ONLY_PREFIXES):
+        return None
+    try:
+        runtime.tokens.authenticate(request.headers.get("authorization"))
+    except Unauthorized as exc:
+        return _controller_response(exc)
+    return None
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    # Routing (404, 405) and body parsing (400) happen before a route's authentication:
+    # without a token, those say nothing either.
+    refused = _unauthenticated(request)
+    if refused is not None:
+        return refused
+    if exc.status_code == 400 and exc.detail == _BODY_NOT_PARSED:
+        return JSONResponse(
+            error_body(
+                "invalid",
+                "the request body could not be read as JSON (UTF-8)",
+                problems=[{"field": "body", "message": "not UTF-8 JSON"}],
+            ),
+            status_code=400,
+        )
     return JSONResponse(
         error_body("http_error", str(exc.detail)), status_code=exc.status_code, headers=exc.headers
+    )
+
+
+async def _unstorable(_request: Request, exc: Exception) -> JSONResponse:
+    # The database refused a value (PostgreSQL's SQLSTATE class 22: a NUL in text, a
+    # number out of range) that the edge let through. The transaction was rolled back.
+    # Not the message: it may quote the value, and values may be secrets.
+    orig = getattr(exc, "orig", None)
+    log.warning(
+        "database refused a value: %s (sqlstate %s)",
+        type(orig).__name__,
+        getattr(orig, "sqlstate", None),
+    )
+    return JSONResponse(
+        error_body(
+            "invalid",
+            "the request holds a value the database cannot store; nothing was changed",
+            problems=[{"field": "", "message": "a value the database cannot store"}],
+        ),
+        status_code=422,
     )
 
 
@@ -86,9 +149,45 @@ async def _database_down(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+# What every 4xx body is; FastAPI would document its own ``{"detail": [...]}`` instead.
+ERROR_SCHEMA: dict[str, Any] = {
+    "title": "Error",
+    "type": "object",
+    "required": ["error", "message"],
+    "properties": {
+        "error": {"type": "string", "description": "a code: invalid, not_found, ..."},
+        "message": {"type": "string"},
+        "problems": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+    },
+}
+
+
+def _document_errors(app: FastAPI) -> None:
+    """Make /openapi.json describe the 422 body this module writes."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = generate()  # FastAPI builds it once and keeps it: this edits that copy
+        schemas = schema.get("components", {}).get("schemas", {})
+        if "HTTPValidationError" in schemas:
+            schemas["HTTPValidationError"] = ERROR_SCHEMA
+            schemas.pop("ValidationError", None)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install(app: FastAPI) -> None:
+    _document_errors(app)
     app.add_exception_handler(ControllerError, _controller_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(DataError, _unstorable)
     app.add_exception_handler(OperationalError, _database_down)
     app.add_exception_handler(PoolTimeout, _database_down)

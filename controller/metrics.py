@@ -24,6 +24,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from sqlmodel import col, func, select
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -33,6 +34,7 @@ from controller.auth import Permission, require
 from controller.mapping import state_from_row
 from controller.runtime import Runtime, RuntimeDep
 from controller.tables import GateEvaluationRow, RolloutRow
+from controller.webhooks import WebhookCollector
 from stages.state import ACTIVE_STATUSES, Outcome, RolloutState, Status, serving
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,9 @@ class ControllerMetrics:
             registry=self.registry,
         )
         self.registry.register(StateCollector(runtime, counts))
+        self.registry.register(
+            WebhookCollector(runtime.outbox, lambda: runtime.webhook_worker, runtime.clock)
+        )
 
     def transition(self, rollout: str, action: str) -> None:
         self.transitions.labels(rollout=rollout, action=action).inc()
@@ -88,6 +93,11 @@ class StateCollector(Collector):
         )
         try:
             families = self._from_store()
+        except OperationalError as exc:
+            # The database is down: rollout_store_up says so; no stack trace per scrape.
+            log.warning("metrics: the database is unavailable: %s", type(exc).__name__)
+            families = []
+            store_up.add_metric([], 0)
         except Exception:
             log.exception("metrics: reading the store failed")
             families = []
@@ -98,6 +108,7 @@ class StateCollector(Collector):
         yield from families
         yield self._evaluations()
         yield from self._scheduler()
+        yield from self._snapshot()
 
     def _from_store(self) -> list[Metric]:
         status = GaugeMetricFamily(
@@ -137,13 +148,32 @@ class StateCollector(Collector):
     def _evaluations(self) -> Metric:
         family = CounterMetricFamily(
             "rollout_flag_evaluations",
-            "Flag evaluations this process answered (native and OFREP), by flag and variant.",
+            "Flag evaluations this process answered (native and OFREP) or SDKs reported to it, "
+            "by flag and variant.",
             labels=("flag", "variant"),
         )
         for flag, variants in self._counts.by_flag().items():
             for variant, count in variants.items():
                 family.add_metric([flag, variant], count)
         return family
+
+    def _snapshot(self) -> Iterable[Metric]:
+        holder = self._runtime.snapshots
+        revision = GaugeMetricFamily(
+            "rollout_snapshot_revision",
+            "The database revision of the flag snapshot this process evaluates with.",
+        )
+        revision.add_metric([], holder.current.revision)
+        yield revision
+        age = holder.age_seconds()
+        if age is not None:
+            family = GaugeMetricFamily(
+                "rollout_snapshot_age_seconds",
+                "Seconds since the database last confirmed this process's flag snapshot "
+                "(grows while the database is unreachable).",
+            )
+            family.add_metric([], age)
+            yield family
 
     def _scheduler(self) -> Iterable[Metric]:
         scheduler = self._runtime.scheduler

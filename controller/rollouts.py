@@ -22,7 +22,7 @@ from controller import audit, gate_history
 from controller.errors import Conflict, Invalid, NotFound, Refused, VersionConflict
 from controller.mapping import rollout_view, state_columns, state_from_row
 from controller.store import Store
-from controller.tables import FlagRow, RolloutRow
+from controller.tables import AuditRow, FlagRow, RolloutRow
 from flags.codec import FlagDefinitionError, flag_from_dict
 from stages.actions import Action, ActionRefused, perform
 from stages.decisions import (
@@ -79,6 +79,9 @@ class Rollouts:
         # Told (rollout, action) after each committed transition, automatic or manual;
         # the composition root points it at the metrics.
         self.on_transition = on_transition
+        # Told each transition's audit event inside its transaction, so that what it
+        # writes (the webhook outbox) commits or rolls back with the transition.
+        self.notify: TransitionNotifier | None = None
 
     # -- reads ---------------------------------------------------------------
 
@@ -241,7 +244,7 @@ class Rollouts:
             except ActionRefused as exc:
                 raise Refused(exc.reason) from exc
             version = _cas(session, row, after, now, bump=True)
-            audit.record(
+            event = audit.record(
                 session,
                 at=now,
                 actor=actor,
@@ -260,6 +263,7 @@ class Rollouts:
                     "serving_after": _serving_json(after),
                 },
             )
+            self._notify(session, event, before, after)
             audit.bump_revision(session)
             fresh = _load(session, name)
             view = rollout_view(fresh, after, now)
@@ -291,7 +295,7 @@ class Rollouts:
             version = _cas(session, row, after, now, bump=transition, extra={"checked_at": now})
             session.add_all(gate_history.rows_for(name, before.step, readings))
             if transition:
-                audit.record(
+                event = audit.record(
                     session,
                     at=now,
                     actor="controller",
@@ -308,11 +312,18 @@ class Rollouts:
                         "serving_after": _serving_json(after),
                     },
                 )
+                self._notify(session, event, before, after)
                 audit.bump_revision(session)
         if transition:
             self._on_change()
             self._transitioned(name, DECISION_ACTIONS[type(decision)])
         return after
+
+    def _notify(
+        self, session: Session, event: AuditRow, before: RolloutState, after: RolloutState
+    ) -> None:
+        if self.notify is not None:
+            self.notify(session, event, before, after)
 
     def _transitioned(self, name: str, action: str) -> None:
         if self.on_transition is not None:
@@ -344,6 +355,8 @@ class Rollouts:
             audit.bump_revision(session)
         self._on_change()
 
+
+TransitionNotifier = Callable[[Session, AuditRow, RolloutState, RolloutState], None]
 
 # Audit action names of the controller's own transitions.
 DECISION_ACTIONS: dict[type, str] = {

@@ -16,11 +16,13 @@ from controller.auth import Permission, Principal, TokenRegistry, require
 from controller.flagstore import Flags
 from controller.gates import GateSource
 from controller.leases import Leases
+from controller.refresh import SnapshotRefresher
 from controller.rollouts import Rollouts
 from controller.scheduler import Scheduler
 from controller.settings import Settings
 from controller.snapshots import SnapshotHolder
 from controller.store import Store
+from controller.webhooks import DeliveryWorker, Outbox
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +44,23 @@ class Runtime:
     flags: Flags = field(init=False)
     leases: Leases = field(init=False)
     scheduler: Scheduler | None = None
+    # Picks up changes made through other replicas (None in tests that build no app).
+    refresher: SnapshotRefresher | None = None
+    outbox: Outbox = field(init=False)
+    # Sends the outbox's webhook deliveries (None when no webhook is configured).
+    webhook_worker: DeliveryWorker | None = None
 
     def __post_init__(self) -> None:
         self.rollouts = Rollouts(self.store, self.changed)
         self.flags = Flags(self.store, self.changed)
         self.leases = Leases(self.store, self.replica_id)
+        self.outbox = Outbox(
+            self.store,
+            self.settings.webhooks,
+            public_url=self.settings.public_url,
+            max_attempts=self.settings.webhook_max_attempts,
+        )
+        self.rollouts.notify = self.outbox.enqueue
 
     def changed(self) -> None:
         """After a committed change: serve it. A failed refresh keeps the old snapshot."""

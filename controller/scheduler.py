@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy.exc import OperationalError
 from sqlmodel import col, select
 
 from controller import gate_history
@@ -88,6 +89,8 @@ class Scheduler:
         self.last_pass_at: datetime | None = None
         self.last_pass_lag: float = 0.0
         self.passes = 0
+        # When passes began to fail (the database is down, say); None while they work.
+        self.failing_since: datetime | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -129,8 +132,23 @@ class Scheduler:
                 for name in self._due(started):
                     results.append(self.check(name))
                 self._prune(started)
+            except OperationalError as exc:
+                # Once per outage, not once per tick: a database down for an hour would
+                # otherwise write thousands of identical lines.
+                if self.failing_since is None:
+                    self.failing_since = started
+                    log.warning(
+                        "scheduler pass failed (database unavailable: %s)", _first_line(exc)
+                    )
+                return results
             except Exception:
+                if self.failing_since is None:
+                    self.failing_since = started
                 log.exception("scheduler pass failed; trying again next tick")
+                return results
+            if self.failing_since is not None:
+                log.warning("scheduler passes work again (failing since %s)", self.failing_since)
+                self.failing_since = None
             return results
 
     def _due(self, now: datetime) -> list[str]:
@@ -194,3 +212,7 @@ def _interval_of(plan: Mapping[str, object]) -> timedelta:
         return parse_duration(raw if isinstance(raw, (str, int, float)) else "1m")
     except ValueError:
         return timedelta(minutes=1)
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__

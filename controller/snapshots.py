@@ -1,12 +1,18 @@
 """The in-memory flag snapshot that evaluation reads: rebuilt from the database after
 every change, swapped in one assignment so readers never see half of it, and kept
-as it is when the database is unreachable."""
+as it is when the database is unreachable.
+
+The holder also remembers when the database last confirmed the snapshot (a load, or
+a poll that found the revision unchanged), so /readyz and /metrics can say how stale
+the answers may be while the database is down."""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import replace
+from datetime import UTC, datetime
 
 from sqlmodel import select
 
@@ -28,6 +34,9 @@ class SnapshotHolder:
         self._lock = threading.Lock()
         self.current: Snapshot = Snapshot.empty()
         self.loaded = False
+        # Wall time for people, monotonic time for the age (wall clocks jump).
+        self.confirmed_at: datetime | None = None
+        self._confirmed_monotonic: float | None = None
 
     def refresh(self) -> Snapshot:
         """Load every flag with its rollout overlay. Raises if the database is down;
@@ -36,7 +45,31 @@ class SnapshotHolder:
             snapshot = self._load()
             self.current = snapshot
             self.loaded = True
+            self._confirm()
             return snapshot
+
+    def stored_revision(self) -> int:
+        """The database's revision: one primary-key read. Raises if it is down."""
+        with self._store.read() as session:
+            return current_revision(session)
+
+    def confirm(self, revision: int) -> bool:
+        """Record that the database still has ``revision``; False (nothing recorded) if
+        the snapshot held now is not that one."""
+        with self._lock:
+            if self.current.revision != revision:
+                return False
+            self._confirm()
+            return True
+
+    def age_seconds(self) -> float | None:
+        """Seconds since the database last confirmed the snapshot; None before the first."""
+        confirmed = self._confirmed_monotonic
+        return None if confirmed is None else time.monotonic() - confirmed
+
+    def _confirm(self) -> None:
+        self.confirmed_at = datetime.now(UTC)
+        self._confirmed_monotonic = time.monotonic()
 
     def _load(self) -> Snapshot:
         with self._store.read() as session:

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.orm import Session
-from sqlmodel import SQLModel
 
-# Imported for its side effect: the tables register on SQLModel.metadata.
-from controller import tables
+if TYPE_CHECKING:
+    from controller.migrate import Outcome
 
 _IMMEDIATE = "rollout_immediate"
 
@@ -74,16 +73,29 @@ class Store:
     def dialect(self) -> str:
         return self.engine.dialect.name
 
-    def create_schema(self) -> None:
-        SQLModel.metadata.create_all(self.engine)
-        with self.write() as session:
-            if session.get(tables.RevisionRow, 1) is None:
-                session.add(tables.RevisionRow(id=1, value=0))
+    def create_schema(self) -> Outcome:
+        """Bring the schema to the newest migration, creating it in an empty database."""
+        # Imported here: controller.migrate builds Stores of its own, so it imports this.
+        from controller import migrate
+
+        return migrate.upgrade(self)
+
+    def prepare_schema(self, *, upgrade: bool) -> Outcome:
+        """Start-up: see ``controller.migrate.prepare``."""
+        from controller import migrate
+
+        return migrate.prepare(self, upgrade=upgrade)
 
     @contextmanager
     def write(self) -> Iterator[Session]:
         with Session(self._write_engine, expire_on_commit=False) as session, session.begin():
             yield session
+
+    @contextmanager
+    def write_connection(self) -> Iterator[Connection]:
+        """A Core connection in one write transaction (``BEGIN IMMEDIATE`` on SQLite)."""
+        with self._write_engine.connect() as conn, conn.begin():
+            yield conn
 
     @contextmanager
     def read(self) -> Iterator[Session]:

@@ -13,6 +13,7 @@ from sqlalchemy import (
     DateTime,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     TypeDecorator,
@@ -164,3 +165,51 @@ class GateEvaluationRow(SQLModel, table=True):
     outcome: str = Field(max_length=16)
     error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     duration_ms: float = 0.0
+
+
+class IdempotencyRow(SQLModel, table=True):
+    """A mutating request's ``Idempotency-Key`` (controller.idempotency): reserved while
+    the request runs (``status_code`` null), then the answer to replay to retries.
+    Scoped by the principal's token id, never the token itself."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (Index("ix_idempotency_keys_expires_at", "expires_at"),)
+
+    principal: str = Field(primary_key=True, max_length=64)
+    key: str = Field(primary_key=True, max_length=255)
+    # Which request holds the reservation: only it may complete or release it.
+    claim: str = Field(max_length=32)
+    # sha256 of method, path, query and body: the same key for another request is refused.
+    fingerprint: str = Field(max_length=64)
+    status_code: int | None = None
+    content_type: str | None = Field(default=None, max_length=255)
+    body: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    created_at: datetime = _ts()
+    # Pending: when an unfinished reservation counts as abandoned; done: when it is forgotten.
+    expires_at: datetime = _ts()
+
+
+class WebhookOutboxRow(SQLModel, table=True):
+    """One notification of one transition to one webhook: inserted in the transition's
+    own transaction (so neither exists without the other), delivered later by a
+    worker that claims it with a lease (``claimed_by`` until ``claimed_until``)."""
+
+    __tablename__ = "webhook_outbox"
+    __table_args__ = (Index("ix_webhook_outbox_status_due", "status", "next_attempt_at"),)
+
+    id: int | None = _serial_id()
+    # Sent as X-Rollout-Delivery and Idempotency-Key: the same on every retry.
+    delivery_id: str = Field(sa_column=Column(String(36), nullable=False, unique=True))
+    created_at: datetime = _ts()
+    webhook: str = Field(max_length=64, index=True)
+    audit_id: int | None = None
+    event: str = Field(max_length=64)
+    rollout: str | None = Field(default=None, max_length=64)
+    payload: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    status: str = Field(max_length=16)  # pending, delivered, dead
+    attempts: int = Field(default=0, sa_column=Column(Integer, nullable=False, default=0))
+    next_attempt_at: datetime = _ts()
+    delivered_at: datetime | None = _ts(nullable=True)
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    claimed_by: str | None = Field(default=None, max_length=128)
+    claimed_until: datetime | None = _ts(nullable=True)

@@ -39,6 +39,7 @@ NUMERIC_OPS = frozenset({Operator.GT, Operator.GTE, Operator.LT, Operator.LTE})
 TEXT_OPS = frozenset({Operator.STARTS_WITH, Operator.ENDS_WITH, Operator.CONTAINS})
 SINGLE_VALUED_OPS = NUMERIC_OPS | {Operator.EQ, Operator.NEQ}
 SERVER_FIELDS = frozenset({"version", "rollout"})
+SNAPSHOT_FIELDS = frozenset({"revision", "flags"})
 _MISSING: Any = object()
 # StrEnum members hash and compare as their values, so these hold plain strings too.
 _FLAG_TYPES = frozenset(FlagType)
@@ -165,8 +166,17 @@ def _fits_type(value: object, flag_type: FlagType) -> bool:
     if flag_type is FlagType.STRING:
         return isinstance(value, str)
     if flag_type is FlagType.NUMBER:
-        return _is_number(value) and math.isfinite(value)
+        return _is_number(value) and _is_finite(value)
     return isinstance(value, Mapping)
+
+
+def _is_finite(value: float) -> bool:
+    # An integer too large for a float (10**400 in JSON) is not a number a flag can
+    # serve: SDKs read numbers as doubles.
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _variant_ref(
@@ -337,18 +347,63 @@ def snapshot_to_dict(snapshot: Snapshot) -> dict[str, Any]:
     }
 
 
-def snapshot_from_dict(data: object) -> Snapshot:
-    """Parse a snapshot written by ``snapshot_to_dict``."""
+def snapshot_from_dict(data: object, *, lenient: bool = False) -> Snapshot:
+    """Parse a snapshot written by ``snapshot_to_dict``.
+
+    Strict by default (the admin API: a typo is an error). ``lenient`` is for an SDK
+    reading a newer server's snapshot: fields it does not know are ignored, and a flag
+    it cannot parse (a new operator, a new type) is left out, so it answers as unknown
+    (the caller's default) instead of failing the whole snapshot.
+    """
     problems: Problems = []
     body = _object(data, "", problems)
     if body is None:
         raise FlagDefinitionError(problems)
-    _unknown_fields(body, frozenset({"revision", "flags"}), "", problems)
+    if lenient:
+        body = _known_snapshot_fields(body)
+    _unknown_fields(body, SNAPSHOT_FIELDS, "", problems)
     revision = _take(body, "revision", "", _is_count, "a non-negative integer", problems)
-    flags = _served_flags(body.get("flags"), problems)
+    flag_problems: Problems = []
+    flags = _served_flags(body.get("flags"), flag_problems, skip_bad=lenient)
+    problems.extend(flag_problems)
     if problems:
         raise FlagDefinitionError(problems)
     return Snapshot(revision=revision, flags=flags)
+
+
+def _known_snapshot_fields(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``body`` without the fields this version does not know, at every level."""
+    known = _known(body, SNAPSHOT_FIELDS)
+    flags = known.get("flags")
+    if isinstance(flags, Mapping):
+        known["flags"] = {key: _known_flag_fields(flag) for key, flag in flags.items()}
+    return known
+
+
+def _known_flag_fields(flag: object) -> object:
+    if not isinstance(flag, Mapping):
+        return flag
+    known = _known(flag, FLAG_FIELDS | SERVER_FIELDS)
+    if isinstance(known.get("rollout"), Mapping):
+        known["rollout"] = _known(known["rollout"], frozenset(_SERVING_FIELDS))
+    rules = known.get("rules")
+    if isinstance(rules, list):
+        known["rules"] = [_known_rule_fields(rule) for rule in rules]
+    return known
+
+
+def _known_rule_fields(rule: object) -> object:
+    if not isinstance(rule, Mapping):
+        return rule
+    known = _known(rule, RULE_FIELDS)
+    when = known.get("when")
+    if isinstance(when, list):
+        known["when"] = [_known(c, CONDITION_FIELDS) if isinstance(c, Mapping) else c for c in when]
+    return known
+
+
+def _known(body: Mapping[str, Any], fields: frozenset[str]) -> dict[str, Any]:
+    return {name: value for name, value in body.items() if name in fields}
 
 
 def _served_flag_to_dict(flag: Flag) -> dict[str, Any]:
@@ -356,15 +411,18 @@ def _served_flag_to_dict(flag: Flag) -> dict[str, Any]:
     return {**flag_to_dict(flag), "version": flag.version, "rollout": rollout}
 
 
-def _served_flags(value: object, problems: Problems) -> dict[str, Flag]:
+def _served_flags(value: object, problems: Problems, *, skip_bad: bool) -> dict[str, Flag]:
     if not isinstance(value, Mapping):
         problems.append(("flags", "must be an object of flag keys to flags"))
         return {}
     flags = {}
     for key, item in value.items():
-        flag = _served_flag(item, f"flags.{key}", str(key), problems)
-        if flag is not None:
+        own: Problems = []
+        flag = _served_flag(item, f"flags.{key}", str(key), own)
+        if flag is not None and not own:
             flags[key] = flag
+        elif not skip_bad:
+            problems.extend(own)
     return flags
 
 

@@ -1,4 +1,9 @@
-"""Flag evaluation: one flag, one context, one answer. Pure, and never raises."""
+"""Flag evaluation: one flag, one context, one answer. Pure, and never raises.
+
+This is the reference evaluator: it reads the flag afresh on every call, so it is the
+oracle that ``flags.compiled`` (what snapshots actually run) is tested against. The
+answer builders below are shared by both, so both hand out the same answer objects.
+"""
 
 from __future__ import annotations
 
@@ -25,11 +30,11 @@ _KEY_MISSING = "a percentage split needs a targeting key"
 
 def evaluate(flag: Flag, context: EvaluationContext) -> Evaluation:
     """The variant ``flag`` serves to ``context``."""
-    # The common paths stay in this frame: on the hot path a Python call costs about as
-    # much as the hash itself.
+    # Written to be read, in the decision order of PRODUCT.md: snapshots evaluate with
+    # flags.compiled, which must answer exactly as this does.
     try:
         if not flag.enabled:
-            return _answer(flag, flag.default_variant, Reason.DISABLED)
+            return answer(flag, flag.default_variant, Reason.DISABLED)
         for rule in flag.rules:
             if _rule_applies(rule, context):
                 return _serve_rule(flag, rule, context.targeting_key)
@@ -37,18 +42,18 @@ def evaluate(flag: Flag, context: EvaluationContext) -> Evaluation:
         if rollout is not None and rollout.step != -1:
             return _serve_rollout(flag, rollout, context)
         reason = Reason.DEFAULT if flag.rules or rollout is not None else Reason.STATIC
-        return _answer(flag, flag.default_variant, reason)
+        return answer(flag, flag.default_variant, reason)
     except Exception as exc:  # a bad flag or context must not fail the request
-        return _failed(flag, exc)
+        return failed(flag, exc)
 
 
 def _serve_rule(flag: Flag, rule: Rule, targeting_key: str | None) -> Evaluation:
     if rule.variant is not None:
-        return _answer(flag, rule.variant, Reason.TARGETING_MATCH)
+        return answer(flag, rule.variant, Reason.TARGETING_MATCH)
     if not targeting_key:
-        return _key_missing(flag)
+        return key_missing(flag)
     variant = pick_arm(bucket(flag.bucketing_salt, targeting_key), rule.split)
-    return _answer(flag, variant, Reason.SPLIT)
+    return answer(flag, variant, Reason.SPLIT)
 
 
 def _serve_rollout(flag: Flag, rollout: RolloutServing, context: EvaluationContext) -> Evaluation:
@@ -56,18 +61,18 @@ def _serve_rollout(flag: Flag, rollout: RolloutServing, context: EvaluationConte
         region = context.attributes.get(REGION)
         # frozenset membership hashes: an unhashable attribute must not raise.
         if isinstance(region, str) and region in rollout.regions:
-            return _answer(flag, rollout.on_variant, Reason.TARGETING_MATCH)
+            return answer(flag, rollout.on_variant, Reason.TARGETING_MATCH)
     percent = rollout.percent
     if percent >= 100:
-        return _answer(flag, rollout.on_variant, Reason.TARGETING_MATCH)
+        return answer(flag, rollout.on_variant, Reason.TARGETING_MATCH)
     if percent <= 0:
-        return _answer(flag, rollout.off_variant, Reason.TARGETING_MATCH)
+        return answer(flag, rollout.off_variant, Reason.TARGETING_MATCH)
     key = context.targeting_key
     if not key:
-        return _key_missing(flag)
+        return key_missing(flag)
     if is_in(bucket(flag.bucketing_salt, key), percent):
-        return _answer(flag, rollout.on_variant, Reason.SPLIT)
-    return _answer(flag, rollout.off_variant, Reason.SPLIT)
+        return answer(flag, rollout.on_variant, Reason.SPLIT)
+    return answer(flag, rollout.off_variant, Reason.SPLIT)
 
 
 def _rule_applies(rule: Rule, context: EvaluationContext) -> bool:
@@ -86,7 +91,7 @@ def _matches(condition: Condition, context: EvaluationContext) -> bool:
     # Absence is not evidence: a missing attribute fails even neq and not_in.
     if actual is None:
         return False
-    return _OPERATORS[condition.op](actual, condition.values)
+    return OPERATORS[condition.op](actual, condition.values)
 
 
 def _same(actual: Any, expected: Any) -> bool:
@@ -124,7 +129,7 @@ def _textual(
     return test
 
 
-_OPERATORS: dict[Operator, Callable[[Any, tuple[Any, ...]], bool]] = {
+OPERATORS: dict[Operator, Callable[[Any, tuple[Any, ...]], bool]] = {
     Operator.EQ: lambda actual, values: _same(actual, values[0]),
     Operator.NEQ: lambda actual, values: not _same(actual, values[0]),
     Operator.IN: _is_member,
@@ -139,7 +144,8 @@ _OPERATORS: dict[Operator, Callable[[Any, tuple[Any, ...]], bool]] = {
 }
 
 
-def _answer(flag: Flag, variant: str, reason: Reason) -> Evaluation:
+def answer(flag: Flag, variant: str, reason: Reason) -> Evaluation:
+    """The flag's answer ``variant`` for ``reason``, built once per flag and shared."""
     answers = flag._answers
     cache_key = (variant, reason)
     answer = answers.get(cache_key)
@@ -159,7 +165,8 @@ def _answer(flag: Flag, variant: str, reason: Reason) -> Evaluation:
     return answer
 
 
-def _key_missing(flag: Flag) -> Evaluation:
+def key_missing(flag: Flag) -> Evaluation:
+    """The safe default for a split without a targeting key."""
     variant = flag.default_variant
     return Evaluation(
         flag.key,
@@ -173,7 +180,8 @@ def _key_missing(flag: Flag) -> Evaluation:
     )
 
 
-def _failed(flag: Flag, exc: Exception) -> Evaluation:
+def failed(flag: Flag, exc: Exception) -> Evaluation:
+    """The default with reason ``ERROR``: what a fault inside evaluation answers."""
     try:
         value = flag.variants[flag.default_variant]
     except Exception:  # the variants themselves may be what failed

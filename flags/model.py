@@ -54,6 +54,8 @@ class ErrorCode(enum.StrEnum):
     INVALID_CONTEXT = "INVALID_CONTEXT"
     TYPE_MISMATCH = "TYPE_MISMATCH"
     PARSE_ERROR = "PARSE_ERROR"
+    # Only an SDK says this: it has no snapshot yet (controller unreachable, no bootstrap).
+    PROVIDER_NOT_READY = "PROVIDER_NOT_READY"
     GENERAL = "GENERAL"
 
 

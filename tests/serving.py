@@ -74,8 +74,9 @@ def running_server(
     database_url: str | None = None,
     extra_env: dict[str, str] | None = None,
     args: tuple[str, ...] = (),
+    port: int | None = None,  # a restart on the same port, as clients know it
 ) -> Iterator[Server]:
-    port = free_port()
+    port = port or free_port()
     database_url = database_url or f"sqlite:///{workdir / 'rollout.db'}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROLLOUT_")}
     env.update(
@@ -85,6 +86,8 @@ def running_server(
         ROLLOUT_HOST="127.0.0.1",
         ROLLOUT_SCHEDULER="false",
         ROLLOUT_LOG_LEVEL="warning",
+        # Tests fire changes faster than any person; test_ratelimit.py turns it back on.
+        ROLLOUT_RATE_LIMIT_PER_MIN="0",
     )
     env.update(extra_env or {})
     log = workdir / f"server-{port}.log"

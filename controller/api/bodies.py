@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from controller.api.params import NO_NUL
 from controller.auth import Role
 
 
@@ -15,7 +16,7 @@ class Body(BaseModel):
 
 
 class ActionBody(Body):
-    reason: str = Field(default="", max_length=2000)
+    reason: str = Field(default="", max_length=2000, pattern=NO_NUL)
     force: bool = False
     immediate: bool = False
     version: int | None = Field(default=None, ge=0, description="compare-and-swap: refuse if stale")
@@ -33,10 +34,10 @@ class PlanBody(Body):
 
 
 class SwitchBody(Body):
-    reason: str = Field(default="", max_length=2000)
+    reason: str = Field(default="", max_length=2000, pattern=NO_NUL)
     version: int | None = Field(default=None, ge=0)
 
 
 class TokenBody(Body):
-    name: str = Field(min_length=1, max_length=128)
+    name: str = Field(min_length=1, max_length=128, pattern=NO_NUL)
     role: Role

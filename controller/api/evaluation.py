@@ -1,5 +1,12 @@
 """Per-request evaluation: the native endpoint and OFREP. Both read only the
-in-memory snapshot (never the database), so they keep answering while it is down."""
+in-memory snapshot (never the database), so they keep answering while it is down.
+
+What an evaluation request means (its context, its answer, its status and its bytes)
+is defined once here, as plain functions. Two front ends serve them: the lean ASGI
+handler in ``controller.fastpath``, which answers these routes in production, and the
+FastAPI routes below, which document them in ``/openapi.json`` and answer whatever the
+lean handler passes on. Both produce the same bytes.
+"""
 
 from __future__ import annotations
 
@@ -7,49 +14,95 @@ import hashlib
 import json
 import threading
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
 
 from controller.runtime import Evaluator, RuntimeDep
 from flags.codec import evaluation_to_dict, snapshot_to_dict
 from flags.model import ErrorCode, Evaluation, EvaluationContext, Reason
+from flags.snapshot import Snapshot
 
 router = APIRouter(tags=["evaluation"])
 
 _RESERVED_QUERY = frozenset({"targetingKey"})
+JSON_TYPE = b"application/json"
 
 
 class EvaluationCounts:
-    """How often each flag answered each variant since this process started, for the UI.
+    """How often each flag answered each variant since this process started, for the
+    UI, ``/metrics`` and SDK reports.
 
-    A Counter under a lock: a few hundred nanoseconds per answer, next to the
-    microseconds an evaluation over HTTP takes; a lost update would make the counts lie.
+    Counting is on every evaluation's path, so it takes no lock: each thread counts into
+    a dict of its own, which only that thread writes, and readers merge them. Copying a
+    dict is one C call under the GIL, so a reader never sees half an update, and no
+    count is lost to a race. The lock guards only the list of per-thread dicts; the
+    dicts of finished threads are folded into one, so memory stays bounded.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._counts: Counter[tuple[str, str]] = Counter()
+        self._local = threading.local()
+        self._shards: list[tuple[threading.Thread, dict[tuple[str, str], int]]] = []
+        self._retired: Counter[tuple[str, str]] = Counter()
 
     def add(self, evaluation: Evaluation) -> None:
-        with self._lock:
-            self._counts[(evaluation.key, evaluation.variant or "(none)")] += 1
+        key = (evaluation.key, evaluation.variant or "(none)")
+        try:
+            counts: dict[tuple[str, str], int] = self._local.counts
+        except AttributeError:
+            counts = self._new_shard()
+        counts[key] = counts.get(key, 0) + 1
+
+    def add_counts(self, flag: str, variant: str | None, count: int) -> None:
+        """Counts reported in a batch by an SDK that evaluated locally."""
+        key = (flag, variant or "(none)")
+        try:
+            counts: dict[tuple[str, str], int] = self._local.counts
+        except AttributeError:
+            counts = self._new_shard()
+        counts[key] = counts.get(key, 0) + count
 
     def by_flag(self) -> dict[str, dict[str, int]]:
         with self._lock:
-            items = list(self._counts.items())
+            self._retire_finished()
+            merged = Counter(self._retired)
+            for _thread, counts in self._shards:
+                merged.update(counts.copy())
         out: dict[str, dict[str, int]] = {}
-        for (flag, variant), count in sorted(items):
+        for (flag, variant), count in sorted(merged.items()):
             out.setdefault(flag, {})[variant] = count
         return out
 
+    def _new_shard(self) -> dict[tuple[str, str], int]:
+        counts: dict[tuple[str, str], int] = {}
+        with self._lock:
+            self._retire_finished()
+            self._shards.append((threading.current_thread(), counts))
+        self._local.counts = counts
+        return counts
 
-def _counted(request: Request, evaluation: Evaluation) -> Evaluation:
+    def _retire_finished(self) -> None:
+        # A finished thread writes no more, so its dict can be folded without a race.
+        alive = []
+        for thread, counts in self._shards:
+            if thread.is_alive():
+                alive.append((thread, counts))
+            else:
+                self._retired.update(counts)
+        self._shards = alive
+
+
+def count_all(request: Request, evaluations: Iterable[Evaluation]) -> None:
     counts: EvaluationCounts | None = getattr(request.app.state, "evaluation_counts", None)
     if counts is not None:
-        counts.add(evaluation)
-    return evaluation
+        for evaluation in evaluations:
+            counts.add(evaluation)
+
+
+# -- what a request means ------------------------------------------------------
 
 
 class ContextError(ValueError):
@@ -71,8 +124,16 @@ def context_from_json(raw: object) -> EvaluationContext:
     return EvaluationContext(targeting_key=key or None, attributes=attributes)
 
 
-async def _json_body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
+def context_from_query(query_string: bytes) -> EvaluationContext:
+    """``?targetingKey=K``; every other query parameter is an attribute (the last of
+    repeated ones, as Starlette's ``request.query_params`` reads them)."""
+    attributes = dict(parse_qsl(query_string.decode("latin-1"), keep_blank_values=True))
+    key = attributes.pop("targetingKey", None)
+    return EvaluationContext(targeting_key=key or None, attributes=attributes)
+
+
+def body_object(raw: bytes) -> dict[str, Any]:
+    """A request body: empty, or a JSON object."""
     if not raw.strip():
         return {}
     try:
@@ -84,42 +145,56 @@ async def _json_body(request: Request) -> dict[str, Any]:
     return data
 
 
-# -- native ------------------------------------------------------------------
+def render(content: Any) -> bytes:
+    """JSON exactly as Starlette's ``JSONResponse`` writes it."""
+    return json.dumps(
+        content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+    ).encode("utf-8")
 
 
-def _native(evaluation: Evaluation) -> JSONResponse:
+# -- native --------------------------------------------------------------------
+
+
+def native_answer(evaluation: Evaluation) -> tuple[int, bytes]:
     status = 404 if evaluation.error_code is ErrorCode.FLAG_NOT_FOUND else 200
-    return JSONResponse(evaluation_to_dict(evaluation), status_code=status)
+    return status, render(evaluation_to_dict(evaluation))
+
+
+def native_context_error(exc: ContextError) -> bytes:
+    return render(
+        {
+            "error": "invalid",
+            "message": str(exc),
+            "problems": [{"field": "context", "message": str(exc)}],
+        }
+    )
+
+
+def _json(status: int, body: bytes, headers: dict[str, str] | None = None) -> Response:
+    return Response(body, status_code=status, headers=headers, media_type="application/json")
 
 
 @router.get("/api/v1/evaluate/{key}")
-def evaluate_get(key: str, request: Request, runtime: RuntimeDep, _who: Evaluator) -> JSONResponse:
+def evaluate_get(key: str, request: Request, runtime: RuntimeDep, _who: Evaluator) -> Response:
     """Evaluate for ``?targetingKey=K``; every other query parameter is an attribute."""
-    params = request.query_params
-    context = EvaluationContext(
-        targeting_key=params.get("targetingKey") or None,
-        attributes={k: v for k, v in params.items() if k not in _RESERVED_QUERY},
-    )
-    return _native(_counted(request, runtime.snapshots.current.evaluate(key, context)))
+    context = context_from_query(request.scope["query_string"])
+    evaluation = runtime.snapshots.current.evaluate(key, context)
+    count_all(request, (evaluation,))
+    return _json(*native_answer(evaluation))
 
 
 @router.post("/api/v1/evaluate/{key}")
 async def evaluate_post(
     key: str, request: Request, runtime: RuntimeDep, _who: Evaluator
-) -> JSONResponse:
+) -> Response:
     """Evaluate for a JSON body ``{"context": {"targetingKey": ..., ...}}``."""
     try:
-        context = context_from_json((await _json_body(request)).get("context"))
+        context = context_from_json(body_object(await request.body()).get("context"))
     except ContextError as exc:
-        return JSONResponse(
-            {
-                "error": "invalid",
-                "message": str(exc),
-                "problems": [{"field": "context", "message": str(exc)}],
-            },
-            status_code=400,
-        )
-    return _native(_counted(request, runtime.snapshots.current.evaluate(key, context)))
+        return _json(400, native_context_error(exc))
+    evaluation = runtime.snapshots.current.evaluate(key, context)
+    count_all(request, (evaluation,))
+    return _json(*native_answer(evaluation))
 
 
 @router.get("/api/v1/snapshot")
@@ -128,10 +203,10 @@ def snapshot(request: Request, runtime: RuntimeDep, _who: Evaluator) -> Response
     current = runtime.snapshots.current
     if request.headers.get("if-none-match") == current.etag:
         return Response(status_code=304, headers={"ETag": current.etag})
-    return JSONResponse(snapshot_to_dict(current), headers={"ETag": current.etag})
+    return _json(200, render(snapshot_to_dict(current)), {"ETag": current.etag})
 
 
-# -- OFREP -------------------------------------------------------------------
+# -- OFREP ---------------------------------------------------------------------
 
 
 def _metadata(evaluation: Evaluation) -> dict[str, Any]:
@@ -173,40 +248,58 @@ def ofrep_item(evaluation: Evaluation) -> tuple[int, dict[str, Any]]:
     }
 
 
-def _ofrep_error(code: ErrorCode, message: str, key: str | None = None) -> JSONResponse:
+def ofrep_answer(evaluation: Evaluation) -> tuple[int, bytes]:
+    status, item = ofrep_item(evaluation)
+    return status, render(item)
+
+
+def ofrep_error(code: ErrorCode, message: str, key: str | None = None) -> bytes:
     body: dict[str, Any] = {"errorCode": code.value, "errorDetails": message}
     if key is not None:
         body["key"] = key
-    return JSONResponse(body, status_code=400)
+    return render(body)
+
+
+def bulk_etag(snapshot: Snapshot, raw_context: object) -> str:
+    """The bulk answer's ETag: it covers the flag revision and the context, since
+    either changing changes answers."""
+    context_digest = hashlib.sha256(
+        json.dumps(raw_context, sort_keys=True, separators=(",", ":"), default=str).encode()
+    ).hexdigest()[:16]
+    return f'"{snapshot.revision}-{context_digest}"'
+
+
+def bulk_answer(items: Iterable[bytes]) -> bytes:
+    """``{"flags": [...]}`` from items already rendered: byte for byte what rendering
+    the whole object would give, since ``render`` uses compact separators."""
+    return b'{"flags":[' + b",".join(items) + b"]}"
 
 
 @router.post("/ofrep/v1/evaluate/flags/{key}")
 async def ofrep_single(
     key: str, request: Request, runtime: RuntimeDep, _who: Evaluator
-) -> JSONResponse:
+) -> Response:
     try:
-        context = context_from_json((await _json_body(request)).get("context"))
+        context = context_from_json(body_object(await request.body()).get("context"))
     except ContextError as exc:
-        return _ofrep_error(exc.code, str(exc), key)
-    evaluation = _counted(request, runtime.snapshots.current.evaluate(key, context))
-    status, body = ofrep_item(evaluation)
-    return JSONResponse(body, status_code=status)
+        return _json(400, ofrep_error(exc.code, str(exc), key))
+    evaluation = runtime.snapshots.current.evaluate(key, context)
+    count_all(request, (evaluation,))
+    return _json(*ofrep_answer(evaluation))
 
 
 @router.post("/ofrep/v1/evaluate/flags")
 async def ofrep_bulk(request: Request, runtime: RuntimeDep, _who: Evaluator) -> Response:
     try:
-        raw_context = (await _json_body(request)).get("context")
+        raw_context = body_object(await request.body()).get("context")
         context = context_from_json(raw_context)
     except ContextError as exc:
-        return _ofrep_error(exc.code, str(exc))
+        return _json(400, ofrep_error(exc.code, str(exc)))
     current = runtime.snapshots.current
-    # The ETag covers the flag revision and the context: either changing changes answers.
-    context_digest = hashlib.sha256(
-        json.dumps(raw_context, sort_keys=True, separators=(",", ":"), default=str).encode()
-    ).hexdigest()[:16]
-    etag = f'"{current.revision}-{context_digest}"'
+    etag = bulk_etag(current, raw_context)
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers={"ETag": etag})
-    flags = [ofrep_item(_counted(request, e))[1] for e in current.evaluate_all(context)]
-    return JSONResponse({"flags": flags}, headers={"ETag": etag})
+    evaluations = current.evaluate_all(context)
+    count_all(request, evaluations)
+    body = bulk_answer(render(ofrep_item(e)[1]) for e in evaluations)
+    return _json(200, body, {"ETag": etag})

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, Response
 
 from controller.api.bodies import SwitchBody
+from controller.api.params import PathText
 from controller.errors import Invalid
 from controller.runtime import Admin, Operator, Reader, RuntimeDep
 
@@ -19,13 +20,13 @@ def list_flags(runtime: RuntimeDep, _who: Reader) -> dict[str, Any]:
 
 
 @router.get("/{key}")
-def get_flag(key: str, runtime: RuntimeDep, _who: Reader) -> dict[str, Any]:
+def get_flag(key: PathText, runtime: RuntimeDep, _who: Reader) -> dict[str, Any]:
     return runtime.flags.get(key)
 
 
 @router.put("/{key}")
 def put_flag(
-    key: str,
+    key: PathText,
     runtime: RuntimeDep,
     who: Operator,
     response: Response,
@@ -45,7 +46,9 @@ def put_flag(
 
 
 @router.post("/{key}/enable")
-def enable_flag(key: str, body: SwitchBody, runtime: RuntimeDep, who: Operator) -> dict[str, Any]:
+def enable_flag(
+    key: PathText, body: SwitchBody, runtime: RuntimeDep, who: Operator
+) -> dict[str, Any]:
     return runtime.flags.set_enabled(
         key,
         True,
@@ -57,7 +60,9 @@ def enable_flag(key: str, body: SwitchBody, runtime: RuntimeDep, who: Operator) 
 
 
 @router.post("/{key}/disable")
-def disable_flag(key: str, body: SwitchBody, runtime: RuntimeDep, who: Operator) -> dict[str, Any]:
+def disable_flag(
+    key: PathText, body: SwitchBody, runtime: RuntimeDep, who: Operator
+) -> dict[str, Any]:
     """The kill switch: everyone gets the flag's default variant."""
     return runtime.flags.set_enabled(
         key,
@@ -70,7 +75,7 @@ def disable_flag(key: str, body: SwitchBody, runtime: RuntimeDep, who: Operator)
 
 
 @router.delete("/{key}", status_code=204)
-def delete_flag(key: str, runtime: RuntimeDep, who: Admin) -> Response:
+def delete_flag(key: PathText, runtime: RuntimeDep, who: Admin) -> Response:
     runtime.flags.delete(key, actor=who.actor, now=runtime.clock())
     return Response(status_code=204)
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import Field
+from pydantic import AwareDatetime, Field
 
 from controller import gate_history
 from controller.api.bodies import Body
+from controller.api.params import PathText, QueryText
 from controller.errors import Invalid, NotFound
 from controller.mapping import state_from_row
 from controller.rollouts import plan_problems
@@ -33,26 +34,37 @@ class AdHocGateBody(Body):
 
 @router.get("/rollouts/{name}/gates")
 def gate_evaluations(
-    name: str,
+    name: PathText,
     runtime: RuntimeDep,
     _who: Reader,
-    gate: str | None = None,
-    since: datetime | None = None,
+    gate: QueryText = None,
+    since: AwareDatetime | None = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 200,
 ) -> dict[str, Any]:
     """The newest evaluation of each gate, and the history (newest first)."""
+    since_utc = _utc(since, "query.since") if since is not None else None
     with runtime.store.read() as session:
         if session.get(RolloutRow, name) is None:
             raise NotFound(f"rollout {name!r} not found")
         return {
             "latest": gate_history.latest(session, name),
-            "history": gate_history.history(session, name, gate=gate, since=since, limit=limit),
+            "history": gate_history.history(session, name, gate=gate, since=since_utc, limit=limit),
         }
+
+
+def _utc(moment: datetime, field: str) -> datetime:
+    # 0001-01-01T00:00+14:00 is a valid timestamp that has no UTC date.
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise Invalid(
+            f"{field} is out of range", [{"field": field, "message": "no such UTC date"}]
+        ) from None
 
 
 @router.post("/rollouts/{name}/gates/test")
 def test_rollout_gates(
-    name: str, body: GateTestBody, runtime: RuntimeDep, _who: Reader
+    name: PathText, body: GateTestBody, runtime: RuntimeDep, _who: Reader
 ) -> dict[str, Any]:
     """Read the rollout's gates now and say what the controller would decide.
     Nothing is stored and nothing changes."""

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 
 from controller.api.bodies import ActionBody, PlanBody
+from controller.api.params import MAX_DB_INT, PathText, QueryText
 from controller.audit import list_events, verify
 from controller.rollouts import parse_plan_input
 from controller.runtime import Admin, Operator, Reader, RuntimeDep
@@ -39,13 +40,13 @@ def list_rollouts(runtime: RuntimeDep, _who: Reader) -> dict[str, Any]:
 
 
 @router.get("/rollouts/{name}")
-def get_rollout(name: str, runtime: RuntimeDep, _who: Reader) -> dict[str, Any]:
+def get_rollout(name: PathText, runtime: RuntimeDep, _who: Reader) -> dict[str, Any]:
     return runtime.rollouts.get(name, runtime.clock())
 
 
 @router.post("/rollouts/{name}/actions/{action}")
 def act(
-    name: str, action: Action, body: ActionBody, runtime: RuntimeDep, who: Operator
+    name: PathText, action: Action, body: ActionBody, runtime: RuntimeDep, who: Operator
 ) -> dict[str, Any]:
     """start, pause, resume, advance (force), approve, rollback (immediate), abort, retry."""
     return runtime.rollouts.act(
@@ -61,7 +62,7 @@ def act(
 
 
 @router.delete("/rollouts/{name}", status_code=204)
-def delete_rollout(name: str, runtime: RuntimeDep, who: Admin) -> Response:
+def delete_rollout(name: PathText, runtime: RuntimeDep, who: Admin) -> Response:
     runtime.rollouts.delete(name, actor=who.actor, now=runtime.clock())
     return Response(status_code=204)
 
@@ -79,10 +80,10 @@ def verify_audit(runtime: RuntimeDep, _who: Reader) -> dict[str, Any]:
 def audit(
     runtime: RuntimeDep,
     _who: Reader,
-    rollout: str | None = None,
-    flag: str | None = None,
+    rollout: QueryText = None,
+    flag: QueryText = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    before: Annotated[int | None, Query(ge=1)] = None,
+    before: Annotated[int | None, Query(ge=1, le=MAX_DB_INT)] = None,
 ) -> dict[str, Any]:
     """Audit events, newest first; page with ``before`` = the last id you saw."""
     with runtime.store.read() as session:

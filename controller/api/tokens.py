@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from controller.api.bodies import TokenBody
+from controller.api.params import PathText
 from controller.runtime import Admin, RuntimeDep
 from controller.tables import TokenRow
 
@@ -29,6 +30,9 @@ def create_token(body: TokenBody, runtime: RuntimeDep, who: Admin) -> dict[str, 
     row, secret = runtime.tokens.create(
         name=body.name, role=body.role, created_by=who.actor, now=runtime.clock()
     )
+    # The change bumped the revision (so other replicas reload their tokens); serve that
+    # revision here at once, or the snapshot's ETag would move later for no visible reason.
+    runtime.changed()
     return {**_view(row), "token": secret}
 
 
@@ -38,5 +42,7 @@ def list_tokens(runtime: RuntimeDep, _who: Admin) -> dict[str, Any]:
 
 
 @router.delete("/{token_id}")
-def revoke_token(token_id: str, runtime: RuntimeDep, who: Admin) -> dict[str, Any]:
-    return _view(runtime.tokens.revoke(token_id, actor=who.actor, now=runtime.clock()))
+def revoke_token(token_id: PathText, runtime: RuntimeDep, who: Admin) -> dict[str, Any]:
+    row = runtime.tokens.revoke(token_id, actor=who.actor, now=runtime.clock())
+    runtime.changed()  # as in create_token
+    return _view(row)

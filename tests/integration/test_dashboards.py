@@ -41,6 +41,13 @@ EXPORTED_SERIES = frozenset(
         "rollout_scheduler_lag_seconds",
         "rollout_scheduler_passes_total",
         "rollout_scheduler_last_pass_timestamp_seconds",
+        "rollout_snapshot_revision",
+        "rollout_snapshot_age_seconds",
+        # Only where a webhook is configured (test_metrics configures one).
+        "rollout_webhook_backlog",
+        "rollout_webhook_dead",
+        "rollout_webhook_oldest_pending_seconds",
+        "rollout_webhook_deliveries_total",
     }
 )
 

@@ -96,6 +96,9 @@ def live(tmp_path_factory: pytest.TempPathFactory, prometheus: str) -> Iterator[
         "ROLLOUT_SCHEDULER": "true",
         "ROLLOUT_SCHEDULER_TICK": "0.2",
         "ROLLOUT_PROMETHEUS_URL": prometheus,
+        # A webhook, so that its series are in the scrape too; the fake Prometheus
+        # answers any POST with 200, which is all a webhook receiver needs to do.
+        "ROLLOUT_WEBHOOKS": json.dumps([{"name": "ops", "url": f"{prometheus}/hook"}]),
     }
     with running_server(tmp_path_factory.mktemp("metrics"), extra_env=env) as server:
         yield server
