@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from flags.codec import FlagDefinitionError, snapshot_from_dict
+from flags.compiled import Evaluator
 from flags.model import ErrorCode, Evaluation, EvaluationContext, Reason
 from flags.reporting import Recorder
 from flags.snapshot import Snapshot
@@ -109,6 +110,7 @@ class FlagClient:
         )
         # Readers take only this reference; it is replaced whole, never mutated.
         self._snapshot: Snapshot | None = None
+        self._evaluators: Mapping[str, Evaluator] = {}  # always the one of _snapshot
         self._source = Source.NONE
         self._etag: str | None = None  # only from the controller: a file's could be foreign
         self._failures = 0
@@ -137,14 +139,29 @@ class FlagClient:
         attributes: Mapping[str, Any] | None = None,
     ) -> Evaluation:
         """``evaluate`` without building a context: the per-request fast path."""
-        snapshot = self._snapshot
-        if snapshot is None:
-            evaluation = _not_ready(key, self._defaults.get(key))
+        # One dict lookup and the flag's compiled evaluator (no call through Snapshot):
+        # this runs on every request of the service, so the unusual cases (not ready,
+        # unknown flag, an error answer the caller gave a default for) come after.
+        try:
+            evaluator = self._evaluators[key]
+        except KeyError:
+            evaluation = self._unknown(key, targeting_key, attributes)
         else:
-            evaluation = snapshot.evaluate_key(key, targeting_key, attributes)
-            if evaluation.reason is Reason.ERROR and key in self._defaults:
+            evaluation = evaluator(targeting_key, attributes)
+            if self._defaults and evaluation.reason is Reason.ERROR and key in self._defaults:
                 evaluation = _with_value(evaluation, self._defaults[key])
         self.recorder.record(key, evaluation.variant, targeting_key)
+        return evaluation
+
+    def _unknown(
+        self, key: str, targeting_key: str | None, attributes: Mapping[str, Any] | None
+    ) -> Evaluation:
+        snapshot = self._snapshot
+        if snapshot is None:
+            return _not_ready(key, self._defaults.get(key))
+        evaluation = snapshot.evaluate_key(key, targeting_key, attributes)
+        if key in self._defaults:
+            evaluation = _with_value(evaluation, self._defaults[key])
         return evaluation
 
     def boolean_value(
@@ -330,7 +347,10 @@ class FlagClient:
     def _install(self, snapshot: Snapshot, source: Source) -> None:
         previous = self._snapshot
         with self._changed:
-            self._snapshot = snapshot  # the one assignment readers see
+            # What readers see. A reader between the two assignments evaluates against
+            # the previous flags, as it would a moment earlier: never a mix of the two.
+            self._snapshot = snapshot
+            self._evaluators = snapshot.evaluators
             self._source = source
             self._changed.notify_all()
         if previous is None:

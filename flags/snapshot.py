@@ -31,6 +31,12 @@ class Snapshot:
         return cls(revision=0)
 
     @property
+    def evaluators(self) -> Mapping[str, Evaluator]:
+        """Each flag's compiled evaluator, by key: for callers (the SDK's per-request
+        path) that cannot spare a method call. Read-only."""
+        return self._evaluators
+
+    @property
     def etag(self) -> str:
         """A strong HTTP entity tag: the revision changes whenever any flag does."""
         return f'"r{self.revision}"'

@@ -2,9 +2,10 @@
 
 No framework, no middleware and no authentication: route by path, parse the query or
 the JSON body, evaluate with the same compiled snapshot the controller serves, and
-write the same JSON with the same functions. What the controller's evaluation routes
-cost beyond this is what they add per request (auth, limits, counting, latency
-sampling, routing).
+write the same JSON with the same functions, keeping each answer's rendered bytes as
+the controller's lean route does (so the baseline is as fast as we know how to make
+it). What the controller's evaluation routes cost beyond this is what they add per
+request: authentication, limits, counting, latency sampling, routing.
 
     python -m tests.benchmarks.bare_asgi --snapshot FILE --port PORT
 
@@ -16,55 +17,76 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
 
 import uvicorn
 
-from controller.api.evaluation import ofrep_item
-from flags.codec import evaluation_to_dict, snapshot_from_dict
-from flags.model import ErrorCode, EvaluationContext
+from controller.api.evaluation import (
+    body_object,
+    bulk_answer,
+    context_from_json,
+    context_from_query,
+    native_answer,
+    ofrep_answer,
+)
+from flags.codec import snapshot_from_dict
+from flags.model import Evaluation, Reason
 from flags.snapshot import Snapshot
 
 NATIVE = "/api/v1/evaluate/"
 OFREP_BULK = "/ofrep/v1/evaluate/flags"
 OFREP_SINGLE = OFREP_BULK + "/"
 
-
-def dumps(content: Any) -> bytes:
-    return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-def context_of(body: bytes) -> EvaluationContext:
-    raw = (json.loads(body) if body.strip() else {}).get("context") or {}
-    attributes = dict(raw)
-    return EvaluationContext(attributes.pop("targetingKey", None), attributes)
+Writer = Callable[[Evaluation], tuple[int, bytes]]
 
 
 class BareApp:
     def __init__(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
+        # Rendered answers by evaluation (compiled evaluators return the same object
+        # for the same answer), as in controller/fastpath.py; never evicted here, since
+        # one benchmark's flag has a handful of answers.
+        self._native: dict[int, tuple[Evaluation, int, bytes]] = {}
+        self._ofrep: dict[int, tuple[Evaluation, int, bytes]] = {}
+
+    def _written(
+        self, cache: dict[int, tuple[Evaluation, int, bytes]], evaluation: Evaluation, write: Writer
+    ) -> tuple[int, bytes]:
+        entry = cache.get(id(evaluation))
+        if entry is not None and entry[0] is evaluation:
+            return entry[1], entry[2]
+        status, body = write(evaluation)
+        if evaluation.reason is not Reason.ERROR:
+            cache[id(evaluation)] = (evaluation, status, body)
+        return status, body
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return  # lifespan: nothing to start
         path: str = scope["path"]
+        snapshot = self.snapshot
         if path.startswith(NATIVE):
-            params = dict(parse_qsl(scope["query_string"].decode("latin-1")))
-            key = params.pop("targetingKey", None)
-            evaluation = self.snapshot.evaluate(path[len(NATIVE) :], EvaluationContext(key, params))
-            status = 404 if evaluation.error_code is ErrorCode.FLAG_NOT_FOUND else 200
-            await respond(send, status, dumps(evaluation_to_dict(evaluation)))
+            query = scope["query_string"]
+            key = path[len(NATIVE) :]
+            if query:
+                evaluation = snapshot.evaluate(key, context_from_query(query))
+            else:
+                evaluation = snapshot.evaluate_key(key)
+            await respond(send, *self._written(self._native, evaluation, native_answer))
             return
         body = await read_body(receive)
+        context = context_from_json(body_object(body).get("context"))
         if path == OFREP_BULK:
-            items = [ofrep_item(e)[1] for e in self.snapshot.evaluate_all(context_of(body))]
-            await respond(send, 200, dumps({"flags": items}))
+            ofrep = self._ofrep
+            items = [
+                self._written(ofrep, e, ofrep_answer)[1] for e in snapshot.evaluate_all(context)
+            ]
+            await respond(send, 200, bulk_answer(items))
         elif path.startswith(OFREP_SINGLE):
-            key = path[len(OFREP_SINGLE) :]
-            status, item = ofrep_item(self.snapshot.evaluate(key, context_of(body)))
-            await respond(send, status, dumps(item))
+            evaluation = snapshot.evaluate(path[len(OFREP_SINGLE) :], context)
+            await respond(send, *self._written(self._ofrep, evaluation, ofrep_answer))
         else:
             await respond(send, 404, b'{"error":"not_found"}')
 

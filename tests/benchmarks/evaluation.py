@@ -314,7 +314,7 @@ def bare_server(snapshot_file: Path, workdir: Path) -> Iterator[str]:
 
 
 def measure_http(
-    duration: float, connections: int, progress: Callable[[str], None]
+    duration: float, connections: int, rounds: int, progress: Callable[[str], None]
 ) -> list[HttpRow]:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: `make bench-eval` installs it (Debian: wrk)")
@@ -330,14 +330,26 @@ def measure_http(
             snapshot_file = Path(tmp) / "snapshot.json"
             snapshot_file.write_text(sdk.get("/api/v1/snapshot").text)
         with bare_server(snapshot_file, Path(tmp)) as bare_url:
+            urls = {"controller": server.url, "bare": bare_url}
             for mode, endpoint in ENDPOINTS.items():
-                results = {}
-                for name, url in (("controller", server.url), ("bare", bare_url)):
+                runs: dict[str, list[WrkResult]] = {"controller": [], "bare": []}
+                for url in urls.values():
                     wrk(url, mode, token, min(2.0, duration), connections)  # warm up
-                    results[name] = wrk(url, mode, token, duration, connections)
-                rows.append(HttpRow(endpoint, results["controller"], results["bare"]))
+                # Short runs in alternating order, the median of each side: one long run
+                # each is at the mercy of whatever else the machine did in those seconds.
+                for n in range(rounds):
+                    for name in sorted(urls, reverse=n % 2 == 0):
+                        runs[name].append(wrk(urls[name], mode, token, duration, connections))
+                rows.append(
+                    HttpRow(endpoint, median_run(runs["controller"]), median_run(runs["bare"]))
+                )
                 progress(f"HTTP {endpoint} done")
     return rows
+
+
+def median_run(runs: list[WrkResult]) -> WrkResult:
+    """The run with the median throughput (the upper one of an even count)."""
+    return sorted(runs, key=lambda r: r.rps)[len(runs) // 2]
 
 
 # -- report --------------------------------------------------------------------
@@ -486,12 +498,15 @@ def section(
         lines += [
             "### Over HTTP",
             "",
-            f"wrk on loopback, 1 thread, {args.connections} connections, {args.duration:g} s per "
-            "run after a warm-up, a bearer token and a new targeting key on every request "
+            f"wrk on loopback, 1 thread, {args.connections} connections, {args.rounds} runs of "
+            f"{args.duration:g} s per server and endpoint after a warm-up, alternating between "
+            "the two servers; each row is its median run. A bearer token and a new "
+            "targeting key on every request "
             "(tests/benchmarks/evaluation.lua). `rollout serve` (SQLite) against the bare "
-            "ASGI app of tests/benchmarks/bare_asgi.py (no framework, no auth, same "
-            f"evaluation and JSON), both on {server_stack()}. wrk shares the machine's "
-            "cores with the server.",
+            "ASGI app of tests/benchmarks/bare_asgi.py (no framework, no auth, no counting; "
+            "the same parsing, evaluation, JSON and cache of rendered answers), both on "
+            f"{server_stack()}. wrk shares the machine's cores with the server, so runs "
+            "vary by a few per cent either way.",
             "",
             *http_table(http),
             "",
@@ -518,7 +533,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=7, help="passes for ours and the floor")
     parser.add_argument("--peer-repeat", type=int, default=3, help="passes for each peer")
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=5, help="wrk runs per server and endpoint")
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
     args = parser.parse_args(argv)
@@ -533,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     http = None
     if args.only != "inprocess":
-        http = measure_http(args.duration, args.connections, progress)
+        http = measure_http(args.duration, args.connections, args.rounds, progress)
     text = section(args, in_process, http)
     print(text)
     if args.write_docs:
