@@ -12,7 +12,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from controller import http_errors, metrics, ui
+from controller import api_docs, http_errors, metrics, ui
 from controller.api import (
     evaluation,
     flags,
@@ -124,6 +124,7 @@ def create_app(
     )
     app.state.runtime = runtime
     http_errors.install(app)
+    api_docs.describe_security(app, public_metrics=settings.metrics_public)
     # Added first, so innermost: it buffers bodies the size limit has already bounded.
     app.add_middleware(
         Idempotency,

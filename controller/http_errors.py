@@ -4,15 +4,18 @@ error body is JSON: ``{"error": code, "message": text, "problems": [{"field", ..
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from controller.auth import Permission, require
 from controller.errors import (
     Conflict,
     ControllerError,
@@ -85,18 +88,35 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def _unauthenticated(request: Request) -> JSONResponse | None:
-    """The 401 a route under /api or /ofrep (each needs a token) would have answered.
-    FastAPI parses a JSON body before any dependency runs, so without this a caller
-    with no valid token would get a 422 that describes what the route expects."""
+    """The 401 or 403 a route under /api or /ofrep (each needs a token) would have
+    answered. FastAPI parses a JSON body before any dependency runs, so without this a
+    caller with no valid token, or a role that may not, would get a 422 that describes
+    what the route expects."""
     path = request.url.path.removeprefix(request.scope.get("root_path", ""))
     runtime = getattr(request.app.state, "runtime", None)
     if runtime is None or not path.startswith(TOKEN_ONLY_PREFIXES):
         return None
     try:
-        runtime.tokens.authenticate(request.headers.get("authorization"))
-    except Unauthorized as exc:
+        principal = runtime.tokens.authenticate(request.headers.get("authorization"))
+        for permission in _permissions_of(request.scope.get("route")):
+            require(principal, permission)
+    except (Unauthorized, Forbidden) as exc:
         return _controller_response(exc)
     return None
+
+
+def _permissions_of(route: object) -> Iterator[Permission]:
+    """The permissions a matched route's dependencies demand (controller.runtime.needs);
+    none for a path no route matched."""
+    if not isinstance(route, APIRoute):
+        return
+    pending = list(route.dependant.dependencies)
+    while pending:
+        dependant = pending.pop()
+        permission = getattr(dependant.call, "permission", None)
+        if isinstance(permission, Permission):
+            yield permission
+        pending.extend(dependant.dependencies)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

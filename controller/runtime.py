@@ -94,6 +94,9 @@ def needs(permission: Permission) -> Callable[..., Principal]:
         return require(principal, permission)
 
     dependency.__name__ = f"needs_{permission.value}"
+    # Read by controller.http_errors to refuse a caller without the permission before
+    # telling it what is wrong with its body.
+    dependency.permission = permission  # type: ignore[attr-defined]
     return dependency
 
 

@@ -82,6 +82,16 @@ def text(report: Report, path: Path, value: object) -> str | None:
     return value
 
 
+def label(report: Report, path: Path, value: object) -> str | None:
+    """A name shown in the UI, logs and audit events (a gate, a region): text with no
+    control characters, which would forge lines there (and PostgreSQL refuses NUL)."""
+    name = text(report, path, value)
+    if name is not None and not name.replace(" ", "").isprintable():
+        report.add(path, f"{name!r} must not contain control characters")
+        return None
+    return name
+
+
 def matching(pattern: re.Pattern[str], rule: str) -> Reader[str]:
     def read(report: Report, path: Path, value: object) -> str | None:
         name = text(report, path, value)
@@ -196,7 +206,7 @@ def region_names(report: Report, path: Path, value: object) -> tuple[str, ...] |
         return None
     regions: list[str] = []
     for i, item in enumerate(items):
-        region = text(report, (*path, i), item)
+        region = label(report, (*path, i), item)
         if region in regions:
             report.add((*path, i), f"region {region!r} listed twice")
         elif region is not None:

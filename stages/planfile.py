@@ -25,6 +25,7 @@ from stages.fields import (
     duration,
     field,
     known_fields,
+    label,
     labels,
     matching,
     number,
@@ -326,7 +327,7 @@ def _gate(report: Report, path: Path, value: object) -> Gate | None:
     fields = known_fields(report, path, value, _GATE_FIELDS, "a gate")
     if fields is None:
         return None
-    name = required(report, fields, path, "name", text)
+    name = required(report, fields, path, "name", label)
     query = required(report, fields, path, "query", text)
     if fields.get("min_samples") is not None and fields.get("samples") is None:
         report.add((*path, "min_samples"), "min_samples needs a samples query to count")

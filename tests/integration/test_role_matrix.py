@@ -376,6 +376,24 @@ def test_every_openapi_operation_is_classified(server: Server) -> None:
     assert API_MATRIX.keys() == PROBES.keys()
 
 
+def test_the_document_declares_the_bearer_token_where_the_matrix_needs_one(
+    server: Server,
+) -> None:
+    with server.client(None) as anonymous:
+        spec = anonymous.get("/openapi.json").json()
+    scheme = spec["components"]["securitySchemes"]["bearer"]
+    assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+    assert spec["security"] == [{"bearer": []}]
+    declared_public = {
+        (method.upper(), path)
+        for path, ops in spec["paths"].items()
+        for method, op in ops.items()
+        if op.get("security") == []
+    }
+    # The server runs without ROLLOUT_METRICS_PUBLIC, so exactly the probes are public.
+    assert declared_public == {op for op, role in API_MATRIX.items() if role == PUBLIC}
+
+
 def test_every_route_outside_openapi_is_classified(tmp_path: Path) -> None:
     live = routes_outside_openapi(tmp_path)
     assert sorted(live - OTHER_MATRIX.keys()) == [], "classify these in OTHER_MATRIX"
@@ -455,6 +473,26 @@ def test_authentication_comes_before_the_body(
             r = client.request(method, call.path, content=body, headers=headers)
         assert r.status_code == 401, f"{method} {call.path} as {caller}, {body!r}: {r.text}"
         assert r.json()["error"] == "unauthorized"
+        assert fingerprint(world.store) == before
+
+
+@pytest.mark.parametrize(("method", "path"), WITH_BODY, ids=lambda part: str(part))
+def test_the_role_comes_before_the_body(
+    world: World, secrets: dict[str, str | None], method: str, path: str
+) -> None:
+    """Every role below the route's minimum gets the 403 it would get with a good body,
+    not a 422 describing the body; the others get past the role check (to the body's
+    own error, or, for a route that reads no body, to its answer)."""
+    call = PROBES[(method, path)](world)
+    minimum = rank(API_MATRIX[(method, path)])
+    for caller in ROLES:
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {secrets[caller]}"}
+        before = fingerprint(world.store)
+        with httpx.Client(base_url=world.server.url, timeout=15) as client:
+            r = client.request(method, call.path, content=b'{"broken', headers=headers)
+        refused = rank(caller) < minimum
+        assert (r.status_code == 403) is refused, f"{method} {call.path} as {caller}: {r.text}"
+        assert r.status_code < 500 and r.status_code != 401, r.text
         assert fingerprint(world.store) == before
 
 
