@@ -445,6 +445,26 @@ def _served_flag(value: object, path: str, key: str, problems: Problems) -> Flag
 # --- evaluations ---------------------------------------------------------------------
 
 
+FlagMetadata = dict[str, bool | int | float | str]
+
+
+def flag_metadata(evaluation: Evaluation) -> FlagMetadata:
+    """OpenFeature flag metadata for an answer: what OFREP sends and our provider gives,
+    so the two providers agree."""
+    meta: FlagMetadata = {"flagVersion": evaluation.flag_version}
+    rollout = evaluation.rollout
+    if rollout is not None:
+        meta.update(
+            rollout=rollout.rollout,
+            status=rollout.status,
+            stage=rollout.stage,
+            step=rollout.step,
+            percent=rollout.percent,
+            shadow=rollout.shadow,
+        )
+    return meta
+
+
 def evaluation_to_dict(evaluation: Evaluation) -> dict[str, Any]:
     """The native API's answer for one flag (camelCase, as OpenFeature clients expect)."""
     answer: dict[str, Any] = {

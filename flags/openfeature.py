@@ -33,12 +33,12 @@ from openfeature.hook import Hook
 from openfeature.provider import AbstractProvider, Metadata
 
 from flags.client import NOT_READY_MESSAGE, ClientEvent, FlagClient
-from flags.model import Evaluation, EvaluationContext, Reason
+from flags.codec import flag_metadata
+from flags.model import EvaluationContext, Reason
 
 PROVIDER_NAME = "rollout-controller"
 
 T = TypeVar("T")
-_Meta = dict[str, bool | int | float | str]
 
 
 class RolloutProvider(AbstractProvider):
@@ -150,7 +150,7 @@ class RolloutProvider(AbstractProvider):
             value=value,
             reason=OpenFeatureReason(evaluation.reason.value),
             variant=evaluation.variant,
-            flag_metadata=_metadata(evaluation),
+            flag_metadata=flag_metadata(evaluation),
         )
 
 
@@ -164,22 +164,6 @@ def _error(default: T, code: OpenFeatureErrorCode, message: str | None) -> FlagR
     return FlagResolutionDetails(
         value=default, reason=OpenFeatureReason.ERROR, error_code=code, error_message=message
     )
-
-
-def _metadata(evaluation: Evaluation) -> _Meta:
-    """The same metadata the OFREP endpoint sends, so both providers agree."""
-    meta: _Meta = {"flagVersion": evaluation.flag_version}
-    rollout = evaluation.rollout
-    if rollout is not None:
-        meta.update(
-            rollout=rollout.rollout,
-            status=rollout.status,
-            stage=rollout.stage,
-            step=rollout.step,
-            percent=rollout.percent,
-            shadow=rollout.shadow,
-        )
-    return meta
 
 
 # Each returns the value as the asked-for type, or None when it is not that type.

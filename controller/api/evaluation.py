@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Request, Response
 
 from controller.runtime import Evaluator, RuntimeDep
-from flags.codec import evaluation_to_dict, snapshot_to_dict
+from flags.codec import evaluation_to_dict, flag_metadata, snapshot_to_dict
 from flags.model import ErrorCode, Evaluation, EvaluationContext, Reason
 from flags.snapshot import Snapshot
 
@@ -209,21 +209,6 @@ def snapshot(request: Request, runtime: RuntimeDep, _who: Evaluator) -> Response
 # -- OFREP ---------------------------------------------------------------------
 
 
-def _metadata(evaluation: Evaluation) -> dict[str, Any]:
-    meta: dict[str, Any] = {"flagVersion": evaluation.flag_version}
-    r = evaluation.rollout
-    if r is not None:
-        meta.update(
-            rollout=r.rollout,
-            status=r.status,
-            stage=r.stage,
-            step=r.step,
-            percent=r.percent,
-            shadow=r.shadow,
-        )
-    return meta
-
-
 def ofrep_item(evaluation: Evaluation) -> tuple[int, dict[str, Any]]:
     code = evaluation.error_code
     if code is ErrorCode.FLAG_NOT_FOUND:
@@ -244,7 +229,7 @@ def ofrep_item(evaluation: Evaluation) -> tuple[int, dict[str, Any]]:
         "value": evaluation.value,
         "reason": evaluation.reason.value,
         "variant": evaluation.variant,
-        "metadata": _metadata(evaluation),
+        "metadata": flag_metadata(evaluation),
     }
 
 
