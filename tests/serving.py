@@ -104,12 +104,17 @@ def running_server(
         wait_healthy(url, process, log)
         yield Server(url=url, process=process, log=log, database_url=database_url)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, and SIGKILL if it has not exited within 10 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def plan_yaml(name: str, flag: str | None = None, **overrides: Any) -> str:

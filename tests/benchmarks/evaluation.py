@@ -48,7 +48,7 @@ from flags.model import EvaluationContext, Flag, FlagType, RolloutServing
 from flags.snapshot import Snapshot
 from tests.benchmarks.detection_latency import machine
 from tests.benchmarks.peers import KEY, PERCENT, Contender, openfeature_contender, peer_contenders
-from tests.serving import free_port, plan_yaml, running_server
+from tests.serving import free_port, plan_yaml, running_server, stop
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -304,12 +304,7 @@ def bare_server(snapshot_file: Path, workdir: Path) -> Iterator[str]:
             time.sleep(0.1)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
         log.close()
 
 

@@ -25,7 +25,7 @@ from controller import migrate
 from controller.store import Store
 from controller.tables import FlagRow, RevisionRow
 from tests.databases import fresh_database
-from tests.serving import ADMIN_TOKEN, free_port, wait_healthy
+from tests.serving import ADMIN_TOKEN, free_port, stop, wait_healthy
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 HEAD = migrate.head()
@@ -239,8 +239,7 @@ def test_serve_exits_on_a_database_behind_head_and_upgrades_when_asked(
     try:
         wait_healthy(f"http://127.0.0.1:{port}", process, log)
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        stop(process)
     assert migrate.current(url) == PROBE
 
 
