@@ -68,7 +68,11 @@ def build_runtime(settings: Settings) -> Runtime:
     )
     if settings.webhooks:
         runtime.webhook_worker = DeliveryWorker(
-            runtime.outbox, runtime.replica_id, runtime.clock, poll_seconds=settings.webhook_poll
+            runtime.outbox,
+            runtime.replica_id,
+            runtime.clock,
+            poll_seconds=settings.webhook_poll,
+            retention=parse_duration(settings.webhook_retention),
         )
     return runtime
 

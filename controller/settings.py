@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = Field(default=20, ge=1, le=1000)
     # How often each replica looks for webhook deliveries that are due, in seconds.
     webhook_poll: float = Field(default=1.0, gt=0, le=60)
+    # How long delivered webhook rows are kept (for GET /api/v1/webhooks/deliveries).
+    webhook_retention: str = "7d"
     # Where people reach this controller (the UI), for links in notifications.
     public_url: str | None = None
 
@@ -66,7 +68,7 @@ class Settings(BaseSettings):
     def _unique_webhook_names(cls, value: list[WebhookConfig]) -> list[WebhookConfig]:
         return unique_names(value)
 
-    @field_validator("idempotency_ttl")
+    @field_validator("idempotency_ttl", "webhook_retention", "gate_history_retention")
     @classmethod
     def _positive_duration(cls, value: str) -> str:
         if parse_duration(value).total_seconds() <= 0:

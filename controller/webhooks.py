@@ -24,7 +24,7 @@ from typing import Any, Literal
 import httpx
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import func, or_, update
+from sqlalchemy import delete, func, or_, update
 from sqlalchemy.orm import Session
 from sqlmodel import col, select
 
@@ -41,6 +41,8 @@ DeliveryStatus = Literal["pending", "delivered", "dead"]
 RESULTS = ("delivered", "retry", "dead")
 BATCH = 10
 TIMEOUT_SECONDS = 5.0
+DEFAULT_RETENTION = timedelta(days=7)  # delivered rows; ROLLOUT_WEBHOOK_RETENTION
+PRUNE_EVERY = timedelta(hours=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +207,18 @@ class Outbox:
             session.flush()
             return delivery_view(row)
 
+    def prune(self, delivered_before: datetime) -> int:
+        """Forget deliveries that succeeded before ``delivered_before``; pending and dead
+        rows stay (a dead one waits for a person). The audit log keeps the events."""
+        with self._store.write() as session:
+            done = session.execute(
+                delete(WebhookOutboxRow).where(
+                    col(WebhookOutboxRow.status) == "delivered",
+                    col(WebhookOutboxRow.delivered_at) < delivered_before,
+                )
+            )
+        return int(done.rowcount)  # type: ignore[attr-defined]
+
     def backlog(self, now: datetime) -> dict[str, tuple[int, int, float]]:
         """Per webhook: pending rows, dead rows, age in seconds of the oldest pending."""
         stats: dict[str, tuple[int, int, float]] = dict.fromkeys(self.webhooks, (0, 0, 0.0))
@@ -314,9 +328,12 @@ class DeliveryWorker:
         *,
         poll_seconds: float = 1.0,
         timeout_seconds: float = TIMEOUT_SECONDS,
+        retention: timedelta = DEFAULT_RETENTION,
         rand: Callable[[], float] = random.random,
     ) -> None:
         self._outbox = outbox
+        self._retention = retention
+        self._pruned_at: datetime | None = None
         self._holder = holder
         self._clock = clock
         self._poll = poll_seconds
@@ -377,6 +394,7 @@ class DeliveryWorker:
     def run_once(self) -> int:
         """Deliver what is due now; returns how many attempts were made."""
         now = self._clock()
+        self._prune_now_and_then(now)
         names = self._outbox.webhooks.keys()
         if not names or not self._outbox.any_due(now, names):
             return 0
@@ -386,6 +404,15 @@ class DeliveryWorker:
                 break  # the lease runs out and another pass (or replica) sends it
             self._deliver(claimed)
         return len(batch)
+
+    def _prune_now_and_then(self, now: datetime) -> None:
+        # Every replica prunes; deleting rows another replica just deleted is harmless.
+        if self._pruned_at is not None and now - self._pruned_at < PRUNE_EVERY:
+            return
+        self._pruned_at = now
+        pruned = self._outbox.prune(now - self._retention)
+        if pruned:
+            log.info("forgot %d webhook deliveries older than %s", pruned, self._retention)
 
     def _deliver(self, claimed: Claimed) -> None:
         hook = self._outbox.webhooks[claimed.webhook]

@@ -501,3 +501,49 @@ def test_a_worker_gives_up_after_max_attempts_and_the_row_says_why(store: Store)
     assert [round(w.total_seconds()) for w in waits[:2]] == [1, 2]
     assert worker.counts()[("ops", "retry")] == 2 and worker.counts()[("ops", "dead")] == 1
     assert outbox.backlog(clock[0])["ops"] == (0, 1, 0.0)
+
+
+def test_delivered_rows_are_forgotten_after_the_retention_pending_and_dead_ones_stay(
+    store: Store,
+) -> None:
+    rollouts, outbox = rollouts_with_outbox(store)
+    for i, action in enumerate((Action.START, Action.PAUSE, Action.RESUME, Action.PAUSE)):
+        rollouts.act("consistent", action, actor="test", now=T0 + timedelta(seconds=i))
+    # The fourth row stays pending.
+    early, late, gone = outbox.claim(
+        "w", T0 + timedelta(seconds=5), ["ops"], limit=3, lease=timedelta(seconds=30)
+    )
+    outbox.settle(early, "w", T0, "delivered")
+    outbox.settle(late, "w", T0 + timedelta(minutes=30), "delivered")
+    outbox.settle(gone, "w", T0, "dead", error="410 Gone")
+
+    assert outbox.prune(T0 + timedelta(seconds=1)) == 1
+    assert early.id not in {r.id for r in outbox_rows(store)}
+    assert outbox.prune(T0 + timedelta(days=365)) == 1
+    assert sorted(r.status for r in outbox_rows(store)) == ["dead", "pending"]
+    assert len(audit_ids(store)) == 4  # the audit log keeps every event
+
+
+def test_the_worker_prunes_at_most_once_an_hour(store: Store) -> None:
+    rollouts, outbox = rollouts_with_outbox(store)
+    rollouts.act("consistent", Action.START, actor="test", now=T0)
+    rollouts.act("consistent", Action.PAUSE, actor="test", now=T0 + timedelta(seconds=1))
+    early, late = outbox.claim(
+        "w", T0 + timedelta(seconds=2), ["ops"], limit=2, lease=timedelta(seconds=30)
+    )
+    outbox.settle(early, "w", T0, "delivered")
+    outbox.settle(late, "w", T0 + timedelta(minutes=30), "delivered")
+    start = T0 + timedelta(days=7, seconds=1)
+    clock = [start]
+    worker = DeliveryWorker(outbox, "w", lambda: clock[0], retention=timedelta(days=7))
+    try:
+        worker.run_once()
+        assert [r.id for r in outbox_rows(store)] == [late.id]
+        clock[0] = start + timedelta(minutes=45)  # `late` is past the retention now
+        worker.run_once()
+        assert [r.id for r in outbox_rows(store)] == [late.id]
+        clock[0] = start + timedelta(minutes=61)
+        worker.run_once()
+        assert outbox_rows(store) == []
+    finally:
+        worker.stop()

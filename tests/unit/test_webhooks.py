@@ -272,6 +272,19 @@ def test_duplicate_names_and_broken_json_are_refused(monkeypatch: pytest.MonkeyP
     )
 
 
+@pytest.mark.parametrize(
+    "variable", ["ROLLOUT_WEBHOOK_RETENTION", "ROLLOUT_GATE_HISTORY_RETENTION"]
+)
+@pytest.mark.parametrize("value", ["a week", "0s", "-1d"])
+def test_a_retention_that_is_not_a_positive_duration_is_refused(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValidationError) as caught:
+        Settings()
+    assert explain_settings_error(caught.value).startswith(f"invalid settings:\n  - {variable}:")
+
+
 def test_valid_webhooks_load_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(
         "ROLLOUT_WEBHOOKS",
