@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup system demo serve test lint typecheck unit bench bench-eval clean
+.PHONY: setup system demo serve test lint typecheck unit bench bench-eval bench-sdk clean
 
 $(BIN)/rollout: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,9 @@ bench-eval: setup
 	scripts/install-system-deps --bench
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m tests.benchmarks.evaluation --write-docs
+
+bench-sdk: setup
+	$(BIN)/python -m tests.benchmarks.sdk_evaluation --write-docs
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage *.egg-info

@@ -34,11 +34,10 @@ from controller.demo.runner import (
 )
 from stages.decide import format_duration
 from stages.planfile import parse_plan
+from tests.benchmarks.docs_section import DOC, markers, replace_section
 
 ROOT = Path(__file__).resolve().parents[2]
-DOC = ROOT / "docs" / "benchmarks.md"
-START = "<!-- detection-latency:start -->"
-END = "<!-- detection-latency:end -->"
+START, END = markers("detection-latency")
 SCRAPE_INTERVAL = "1s"  # what the demo's PrometheusProcess is given
 
 
@@ -141,17 +140,6 @@ def section(runs: list[Run], inject_at: str) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str) -> None:
-    current = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    if START in current and END in current:
-        before, rest = current.split(START, 1)
-        after = rest.split(END, 1)[1]
-        updated = before + text + after
-    else:
-        updated = current.rstrip("\n") + "\n\n" + text + "\n"
-    DOC.write_text(updated)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--runs", type=int, default=3)
@@ -170,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     text = section(runs, args.inject_at)
     print(text)
     if not args.no_write:
-        write_section(text)
+        replace_section("detection-latency", text)
         print(f"updated {DOC.relative_to(ROOT)}")
     return 0
 

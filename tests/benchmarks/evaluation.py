@@ -47,14 +47,13 @@ from flags.codec import snapshot_to_dict
 from flags.model import EvaluationContext, Flag, FlagType, RolloutServing
 from flags.snapshot import Snapshot
 from tests.benchmarks.detection_latency import machine
+from tests.benchmarks.docs_section import markers, replace_section
 from tests.benchmarks.peers import KEY, PERCENT, Contender, openfeature_contender, peer_contenders
 from tests.serving import free_port, plan_yaml, running_server, stop
 
 ROOT = Path(__file__).resolve().parents[2]
-DOC = ROOT / "docs" / "benchmarks.md"
 LUA = Path(__file__).with_name("evaluation.lua")
-START = "<!-- evaluation-speed:start -->"
-END = "<!-- evaluation-speed:end -->"
+START, END = markers("evaluation-speed")
 PEER_PACKAGES = (
     "UnleashClient",
     "openfeature-provider-unleash",
@@ -512,16 +511,6 @@ def section(
     return "\n".join(lines)
 
 
-def write_section(text: str) -> None:
-    current = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    if START in current and END in current:
-        before, rest = current.split(START, 1)
-        updated = before + text + rest.split(END, 1)[1]
-    else:
-        updated = current.rstrip("\n") + "\n\n" + text + "\n"
-    DOC.write_text(updated)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--only", choices=("inprocess", "http"))
@@ -548,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
     text = section(args, in_process, http)
     print(text)
     if args.write_docs:
-        write_section(text)
+        replace_section("evaluation-speed", text)
     return 0
 
 

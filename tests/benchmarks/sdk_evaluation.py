@@ -1,6 +1,6 @@
 """What the SDK's local evaluation costs per call, and what counting adds to it.
 
-    python -m tests.benchmarks.sdk_evaluation [--calls 200000]
+    python -m tests.benchmarks.sdk_evaluation [--calls 200000] [--write-docs]
 
 Compares ``Snapshot.evaluate`` alone, ``FlagClient.evaluate`` (evaluation plus the
 per-thread count), the count alone, and the count a lock around a shared ``Counter``
@@ -21,6 +21,8 @@ from flags.client import SNAPSHOT_PATH, FlagClient
 from flags.model import EvaluationContext
 from flags.reporting import Recorder
 from flags.transport import Reply
+from tests.benchmarks.detection_latency import machine
+from tests.benchmarks.docs_section import markers, replace_section
 
 SNAPSHOT = {
     "revision": 1,
@@ -77,7 +79,9 @@ def per_call_ns(calls: int, step: Callable[[int], object], repeats: int = 5) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=200_000)
-    calls = parser.parse_args().calls
+    parser.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
+    args = parser.parse_args()
+    calls = args.calls
     client = FlagClient("http://bench.invalid", "t", transport=OneSnapshot(), start=False)
     client.poll()
     snapshot = client.snapshot
@@ -104,22 +108,54 @@ def main() -> None:
         ),
         "lock + shared Counter alone": per_call_ns(calls, locked_count),
     }
-    for name, ns in rows.items():
-        print(f"{name:42s} {ns / 1000:8.3f} µs/call")
-
     threads_n, each = 4, calls // 4
+    threaded_rows = {}
     for counting in ("per-thread tables", "lock + shared Counter"):
         threaded = FlagClient("http://bench.invalid", "t", transport=OneSnapshot(), start=False)
         threaded.poll()
         if counting != "per-thread tables":
             threaded.recorder.record = lambda flag, variant, key: locked_count(0)  # type: ignore[method-assign]
         elapsed = run_threads(threaded, contexts, threads_n, each)
-        print(
-            f"{threads_n} threads x {each} evaluations, {counting}: "
-            f"{elapsed / (threads_n * each) * 1e6:.3f} µs/call overall"
-        )
-    print(
-        f"per-thread tables counted {counted_last(contexts, threads_n, each)} of {threads_n * each}"
+        threaded_rows[counting] = elapsed / (threads_n * each) * 1e9
+    counted = counted_last(contexts, threads_n, each)
+    text = section(calls, rows, threads_n, each, threaded_rows, counted)
+    print(text)
+    if args.write_docs:
+        replace_section("sdk-counting", text)
+
+
+def section(
+    calls: int,
+    rows: Mapping[str, float],
+    threads_n: int,
+    each: int,
+    threaded: Mapping[str, float],
+    counted: int,
+) -> str:
+    m = machine()
+    start, end = markers("sdk-counting")
+    return "\n".join(
+        [
+            start,
+            "## SDK: what counting costs",
+            "",
+            f"Measured {m['date']} with `python -m tests.benchmarks.sdk_evaluation "
+            f"--write-docs` on {m['nproc']} CPUs ({m['cpu']}), Python {m['python']}: "
+            f"{calls:,} calls, the best of 5 runs (the loop's own cost is in every figure).",
+            "",
+            "| call | µs per call |",
+            "|---|---:|",
+            *(f"| {name} | {ns / 1000:.3f} |" for name, ns in rows.items()),
+            "",
+            f"{threads_n} threads x {each:,} evaluations at once, overall µs per call:",
+            "",
+            "| counting | µs per call |",
+            "|---|---:|",
+            *(f"| {name} | {ns / 1000:.3f} |" for name, ns in threaded.items()),
+            "",
+            f"Per-thread tables counted {counted:,} of {threads_n * each:,} evaluations.",
+            end,
+        ]
     )
 
 
