@@ -6,7 +6,8 @@ that a noisy neighbour hurts them alike): a bare "dict lookup plus mmh3" functio
 the floor; our Snapshot, FlagClient and OpenFeature provider; and the Python SDKs of
 Unleash, flagd (in-process provider), GrowthBook and LaunchDarkly, set up offline with
 the same flag (tests/benchmarks/peers.py), natively and through OpenFeature. Each is
-checked to serve about 5 %; flagd, which buckets as we do, must agree per user.
+checked to serve about 5 %; for flagd, how many users land on the same side as ours
+is reported beside the chance figure (flagd-core 2 hashes CBOR, not the plain string).
 
 (b) HTTP: wrk on loopback against a real ``rollout serve`` (SQLite, one uvicorn
 worker) and, with the same uvicorn settings, the bare ASGI app in
@@ -214,11 +215,15 @@ def agreement(floor_c: Contender, flagd: list[Contender], users: Sequence[str]) 
     for c in flagd:
         same = sum(a == b for a, b in zip(expected, map(c.answer, users), strict=True))
         # Informational: flagd-core 2 hashes a CBOR encoding of [flag key, targeting key]
-        # rather than the plain concatenation older flagd versions hash.
+        # rather than the plain concatenation older flagd versions hash, so its users are
+        # independent of ours: agreement is then what chance gives, p^2 + (1 - p)^2.
+        share = PERCENT / 100
+        chance = share**2 + (1 - share) ** 2
         out.append(
             f"{c.name} (openfeature-flagd-core "
             f"{importlib.metadata.version('openfeature-flagd-core')}) puts {same} of "
-            f"{len(users)} users on the same side as our bucketing"
+            f"{len(users)} users ({same / len(users):.1%}) on the same side as our bucketing; "
+            f"independent bucketing would agree on {chance:.1%}"
         )
     return out
 

@@ -300,7 +300,8 @@ def peer_contenders() -> Iterator[tuple[list[Contender], dict[str, str]]]:
     """Every peer that sets up, and why the others did not."""
     contenders: list[Contender] = []
     unavailable: dict[str, str] = {}
-    with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
+    # The directory outlives the providers: flagd's file watcher reads it until shutdown.
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         for name, setup in PEERS.items():
             try:
                 contenders.extend(setup(stack, Path(tmp)))
