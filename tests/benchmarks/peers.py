@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -154,6 +155,10 @@ def flagd(stack: ExitStack, workdir: Path) -> list[Contender]:
         )
     )
     provider = FlagdProvider(resolver_type=ResolverType.FILE, offline_flag_source_path=str(path))
+    # Registered first, so it runs after the shutdown: flagd's shutdown only asks its
+    # file watcher to stop, and a watcher that wakes once more after the directory is
+    # gone prints a traceback.
+    stack.callback(_join_flagd_watcher, provider)
     of = openfeature_contender("flagd via OpenFeature", "peer", provider, stack)
 
     def run(users: Sequence[str]) -> None:
@@ -165,6 +170,13 @@ def flagd(stack: ExitStack, workdir: Path) -> list[Contender]:
         return bool(provider.resolve_boolean_details(KEY, False, EvaluationContext(user)).value)
 
     return [Contender("flagd in-process provider", "peer", False, run, answer), of]
+
+
+def _join_flagd_watcher(provider: Any) -> None:
+    connector = getattr(getattr(provider, "resolver", None), "connector", None)
+    thread = getattr(connector, "thread", None)
+    if isinstance(thread, threading.Thread):
+        thread.join(timeout=5)
 
 
 # -- GrowthBook ------------------------------------------------------------------
