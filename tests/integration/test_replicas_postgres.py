@@ -130,6 +130,7 @@ RACE_PLAN = """
 rollout: race
 flag: race
 interval: 1s
+min_evaluations: 1
 steps:
   - {stage: shadow, hold: 1s}
   - {stage: canary, percent: 1, hold: 1s}
@@ -144,7 +145,7 @@ steps:
   - {stage: full, shadow: false}
 """
 RACERS = 4
-RACE_SECONDS = 6.0
+RACE_SECONDS = 8.0
 MANUAL_STEPS = 4  # people advance from steps 0-3 only
 RACE_LAST_STEP = 10
 
@@ -269,7 +270,9 @@ def _race(
             if state["step"] < MANUAL_STEPS:
                 action = rng.choices(("pause", "resume", "advance"), weights=(2, 5, 1))[0]
             else:
-                action = rng.choices(("pause", "resume"), weights=(2, 5))[0]
+                # Mostly resume, so the rollout runs between pauses and the schedulers
+                # advance it while people act.
+                action = rng.choices(("pause", "resume"), weights=(1, 5))[0]
             reason = f"racer-{index}-{n}"
             n += 1
             r = _post(c, action, state["version"], reason)
