@@ -16,6 +16,7 @@ def configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     # Asked for debug, a person wants every scheduler line back.
-    quiet = logging.WARNING if logging.getLevelName(level.upper()) >= logging.INFO else 0
+    asked = logging.getLevelName(level.upper())
+    quiet = logging.WARNING if asked >= logging.INFO else logging.NOTSET
     for name in _QUIET_AT_INFO:
         logging.getLogger(name).setLevel(quiet)

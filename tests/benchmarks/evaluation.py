@@ -211,14 +211,14 @@ def measure_in_process(
 
 def agreement(floor_c: Contender, flagd: list[Contender], users: Sequence[str]) -> list[str]:
     expected = [floor_c.answer(u) for u in users]
+    # Informational: flagd-core 2 hashes a CBOR encoding of [flag key, targeting key]
+    # rather than the plain concatenation older flagd versions hash, so its users are
+    # independent of ours: agreement is then what chance gives, p^2 + (1 - p)^2.
+    share = PERCENT / 100
+    chance = share**2 + (1 - share) ** 2
     out = []
     for c in flagd:
         same = sum(a == b for a, b in zip(expected, map(c.answer, users), strict=True))
-        # Informational: flagd-core 2 hashes a CBOR encoding of [flag key, targeting key]
-        # rather than the plain concatenation older flagd versions hash, so its users are
-        # independent of ours: agreement is then what chance gives, p^2 + (1 - p)^2.
-        share = PERCENT / 100
-        chance = share**2 + (1 - share) ** 2
         out.append(
             f"{c.name} (openfeature-flagd-core "
             f"{importlib.metadata.version('openfeature-flagd-core')}) puts {same} of "

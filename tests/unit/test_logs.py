@@ -7,16 +7,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from controller.logs import configure_logging
+from controller.logs import _QUIET_AT_INFO, configure_logging
 
 EXECUTOR = logging.getLogger("apscheduler.executors.default")
 
 
 @pytest.fixture(autouse=True)
 def restore_levels() -> Iterator[None]:
-    saved = {
-        n: logging.getLogger(n).level for n in ("apscheduler.executors", "apscheduler.scheduler")
-    }
+    saved = {n: logging.getLogger(n).level for n in _QUIET_AT_INFO}
     yield
     for name, level in saved.items():
         logging.getLogger(name).setLevel(level)
