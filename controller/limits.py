@@ -26,27 +26,37 @@ class BodySizeLimit:
             await _reject(send, self.max_bytes)
             return
         seen = 0
-        started = False
+        exceeded = False
+        answered = False
+        replaced = False
 
         async def limited_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
+                    exceeded = True
                     raise BodyTooLarge
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
+        async def guarded_send(message: Message) -> None:
+            # A route may catch BodyTooLarge as a body it could not parse (FastAPI
+            # answers 400): once the limit is crossed, the answer is the 413 instead.
+            nonlocal answered, replaced
+            if exceeded and (replaced or not answered):
+                if not replaced:
+                    answered = replaced = True
+                    await _reject(send, self.max_bytes)
+                return
+            answered = answered or message["type"] == "http.response.start"
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, guarded_send)
         except BodyTooLarge:
-            if not started:
+            if not answered:
+                answered = True
                 await _reject(send, self.max_bytes)
 
 

@@ -37,6 +37,8 @@ class SnapshotHolder:
         # Wall time for people, monotonic time for the age (wall clocks jump).
         self.confirmed_at: datetime | None = None
         self._confirmed_monotonic: float | None = None
+        # Logged once per change, not on every reload.
+        self._reported_unreadable: dict[str, str] = {}
 
     def refresh(self) -> Snapshot:
         """Load every flag with its rollout overlay. Raises if the database is down;
@@ -77,12 +79,25 @@ class SnapshotHolder:
             flag_rows = list(session.execute(select(FlagRow)).scalars())
             rollout_rows = {r.flag_key: r for r in session.execute(select(RolloutRow)).scalars()}
         flags: dict[str, Flag] = {}
+        unreadable: dict[str, str] = {}
         for row in flag_rows:
-            flag = flag_from_dict(row.definition, key=row.key)
-            rollout = rollout_rows.get(row.key)
-            overlay = _overlay(rollout) if rollout is not None else None
-            flags[row.key] = replace(flag, version=row.version, rollout=overlay)
-        return Snapshot(revision=revision, flags=flags)
+            try:
+                flags[row.key] = _served_flag(row, rollout_rows.get(row.key))
+            except Exception as exc:  # one bad row must not hide the others
+                unreadable[row.key] = f"{type(exc).__name__}: {exc}"[:500]
+        if unreadable != self._reported_unreadable:
+            for key, why in sorted(unreadable.items()):
+                log.error(
+                    "flag %r left out of the snapshot, its stored row is unreadable: %s", key, why
+                )
+            self._reported_unreadable = unreadable
+        return Snapshot(revision=revision, flags=flags, unreadable=unreadable)
+
+
+def _served_flag(row: FlagRow, rollout: RolloutRow | None) -> Flag:
+    flag = flag_from_dict(row.definition, key=row.key)
+    overlay = _overlay(rollout) if rollout is not None else None
+    return replace(flag, version=row.version, rollout=overlay)
 
 
 def _overlay(row: RolloutRow) -> RolloutServing:

@@ -30,6 +30,11 @@ from flags.snapshot import Snapshot
 Problems = list[tuple[str, str]]
 
 KEY_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+# Path segments with a meaning of their own: clients and proxies rewrite
+# /api/v1/flags/.. before it reaches us, so such a flag could never be addressed.
+DOT_KEYS = frozenset({".", ".."})
+# Nesting depth inside a variant or condition value: enough for any real object.
+MAX_VALUE_DEPTH = 32
 FLAG_FIELDS = frozenset(
     {"key", "type", "variants", "default_variant", "enabled", "salt", "description", "rules"}
 )
@@ -127,6 +132,9 @@ def _flag_key(value: object, url_key: str | None, problems: Problems) -> str:
     if not isinstance(value, str) or not KEY_PATTERN.fullmatch(value):
         problems.append(("key", "must be 1 to 128 characters of A-Z a-z 0-9 _ . -"))
         return ""
+    if value in DOT_KEYS:
+        problems.append(("key", "must not be '.' or '..' (they are not addressable in a URL)"))
+        return ""
     return value
 
 
@@ -149,7 +157,34 @@ def _variants(
             problems.append((path, "a variant name must be a non-empty string"))
         elif flag_type is not None and not _fits_type(variant_value, flag_type):
             problems.append((path, f"must be {_TYPE_WORDS[flag_type]} for a {flag_type} flag"))
+        else:
+            _check_value(variant_value, path, problems)
     return dict(value)
+
+
+def _check_value(value: object, path: str, problems: Problems) -> None:
+    """Report the first NaN, Infinity or too deep nesting inside ``value``: JSON has no
+    such numbers (PostgreSQL refuses to store them, every answer holding one would
+    fail to render), and a deep value breaks whoever renders or parses it next."""
+    problem = _value_problem(value)
+    if problem is not None:
+        problems.append((path + problem[0], problem[1]))
+
+
+def _value_problem(value: object) -> tuple[str, str] | None:
+    # Iterative, so a deeply nested value cannot exhaust the stack.
+    pending: list[tuple[str, int, object]] = [("", 0, value)]
+    while pending:
+        path, depth, item = pending.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return path, "must not be NaN or Infinity (JSON has no such numbers)"
+        if depth > MAX_VALUE_DEPTH:
+            return path, f"nested more than {MAX_VALUE_DEPTH} deep"
+        if isinstance(item, Mapping):
+            pending.extend((f"{path}.{name}", depth + 1, v) for name, v in item.items())
+        elif isinstance(item, list | tuple):
+            pending.extend((f"{path}[{i}]", depth + 1, v) for i, v in enumerate(item))
+    return None
 
 
 _TYPE_WORDS = {
@@ -260,6 +295,8 @@ def _condition_values(
     for i, item in enumerate(value):
         if not fits(item):
             problems.append((f"{path}[{i}]", f"must be {expected} for '{op}'"))
+        else:
+            _check_value(item, f"{path}[{i}]", problems)
     return tuple(value)
 
 

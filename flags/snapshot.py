@@ -15,6 +15,10 @@ from flags.model import ErrorCode, Evaluation, EvaluationContext, Flag, Reason
 class Snapshot:
     revision: int
     flags: Mapping[str, Flag] = field(default_factory=lambda: MappingProxyType({}))
+    # Keys of stored flags that could not be read, with why: they are left out of
+    # every bulk answer, and asking for one alone is an ``ERROR`` answer (the caller's
+    # default), so one bad flag never breaks the answers of the others.
+    unreadable: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     # Built once from ``flags`` (see flags.compiled); not init fields, so ``replace``
     # compiles afresh. ``flags`` must not be changed after the snapshot is built.
     _evaluators: dict[str, Evaluator] = field(init=False, repr=False, compare=False)
@@ -46,7 +50,7 @@ class Snapshot:
         try:
             evaluator = self._evaluators[key]
         except KeyError:
-            return _not_found(key)
+            return self._missing(key)
         return evaluator(context.targeting_key, context.attributes)
 
     def evaluate_key(
@@ -59,13 +63,19 @@ class Snapshot:
         try:
             evaluator = self._evaluators[key]
         except KeyError:
-            return _not_found(key)
+            return self._missing(key)
         return evaluator(targeting_key, attributes)
 
     def evaluate_all(self, context: EvaluationContext) -> list[Evaluation]:
         """Evaluate every flag, in key order."""
         key, attributes = context.targeting_key, context.attributes
         return [evaluator(key, attributes) for evaluator in self._in_key_order]
+
+    def _missing(self, key: str) -> Evaluation:
+        if key not in self.unreadable:
+            return _not_found(key)
+        message = f"flag {key!r} has an unreadable stored definition: the caller's default"
+        return Evaluation(key, None, None, Reason.ERROR, ErrorCode.PARSE_ERROR, message)
 
 
 def _not_found(key: str) -> Evaluation:

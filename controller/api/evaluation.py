@@ -29,6 +29,8 @@ router = APIRouter(tags=["evaluation"])
 
 _RESERVED_QUERY = frozenset({"targetingKey"})
 JSON_TYPE = b"application/json"
+# Nesting depth of an evaluation body; a context is a flat object of attributes.
+MAX_DEPTH = 64
 
 
 class EvaluationCounts:
@@ -140,9 +142,30 @@ def body_object(raw: bytes) -> dict[str, Any]:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ContextError(ErrorCode.PARSE_ERROR, f"request body is not JSON: {exc}") from None
+    except RecursionError:
+        data = None
+    # Counting brackets is a C-speed bound on the depth: only a body with many of them
+    # is walked. Deeper bodies would break rendering its ETag, and mean nothing here.
+    if data is None or (raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _too_deep(data)):
+        raise ContextError(
+            ErrorCode.PARSE_ERROR, f"request body is nested more than {MAX_DEPTH} deep"
+        )
     if not isinstance(data, dict):
         raise ContextError(ErrorCode.PARSE_ERROR, "request body must be a JSON object")
     return data
+
+
+def _too_deep(data: object) -> bool:
+    pending: list[tuple[int, object]] = [(1, data)]
+    while pending:
+        depth, item = pending.pop()
+        if depth > MAX_DEPTH:
+            return True
+        if isinstance(item, dict):
+            pending.extend((depth + 1, child) for child in item.values())
+        elif isinstance(item, list):
+            pending.extend((depth + 1, child) for child in item)
+    return False
 
 
 def render(content: Any) -> bytes:

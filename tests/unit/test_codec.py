@@ -316,3 +316,65 @@ def test_evaluation_answer_with_error_has_no_rollout() -> None:
         "errorMessage": "flag 'nope' not found",
         "flagVersion": 0,
     }
+
+
+def _object_flag(value: object) -> dict[str, Any]:
+    return {"key": "k", "type": "object", "variants": {"v": value}, "default_variant": "v"}
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {"leaf": 1}
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize(
+    ("value", "path"),
+    [
+        ({"x": float("nan")}, "variants.v.x"),
+        ({"list": [1, 2, {"y": float("inf")}]}, "variants.v.list[2].y"),
+        ({"neg": [float("-inf")]}, "variants.v.neg[0]"),
+    ],
+)
+def test_non_finite_numbers_anywhere_in_a_variant_are_refused(value: object, path: str) -> None:
+    problems = problems_of(_object_flag(value))
+    assert [p for p, _ in problems] == [path]
+    assert "NaN or Infinity" in problems[0][1]
+
+
+@pytest.mark.parametrize(("op", "value"), [("gt", float("nan")), ("in", [float("inf")])])
+def test_non_finite_numbers_in_rule_values_are_refused(op: str, value: object) -> None:
+    rule = {"when": [{"attribute": "n", "op": op, "values": [value]}], "variant": "on"}
+    assert "rules[0].when[0].values[0]" in " ".join(paths_of({**checkout_body(), "rules": [rule]}))
+
+
+def test_variant_values_nested_too_deep_are_refused_without_recursion() -> None:
+    assert flag_from_dict(_object_flag(_nested(30))).variants["v"] == _nested(30)
+    problems = problems_of(_object_flag(_nested(50_000)))
+    assert len(problems) == 1
+    assert problems[0][0].startswith("variants.v.a.a")
+    assert "nested more than" in problems[0][1]
+
+
+@pytest.mark.parametrize("key", [".", ".."])
+def test_dot_keys_are_refused_from_the_body_and_the_path(key: str) -> None:
+    body = {**checkout_body(), "key": key}
+    assert paths_of(body) == ["key"]
+    del body["key"]
+    assert paths_of(body, key=key) == ["key"]
+    assert flag_from_dict({**checkout_body(), "key": "a.b"}).key == "a.b"
+
+
+def test_snapshot_answers_an_unreadable_flag_as_an_error_and_leaves_it_out_of_bulk() -> None:
+    good = flag_from_dict(checkout_body())
+    snapshot = Snapshot(revision=3, flags={"checkout": good}, unreadable={"bad": "wrong type"})
+    answer = snapshot.evaluate_key("bad", "user-1")
+    assert (answer.reason, answer.error_code, answer.value) == (
+        Reason.ERROR,
+        ErrorCode.PARSE_ERROR,
+        None,
+    )
+    assert snapshot.evaluate_key("missing").error_code is ErrorCode.FLAG_NOT_FOUND
+    assert [e.key for e in snapshot.evaluate_all(EvaluationContext("user-1"))] == ["checkout"]
+    assert list(snapshot_to_dict(snapshot)["flags"]) == ["checkout"]
