@@ -283,7 +283,10 @@ class FlagClient:
             data = reply.json()
             snapshot = snapshot_from_dict(data, lenient=True)
         except (ValueError, FlagDefinitionError) as exc:
-            return self._poll_failed(f"unreadable snapshot: {exc}")
+            return self._poll_failed(f"unreadable snapshot: {exc}"[:500])
+        except RecursionError:
+            # JSON nested deeper than the parser goes: a broken or hostile answer.
+            return self._poll_failed("unreadable snapshot: nested too deeply")
         _log_skipped(data, snapshot)
         self._etag = reply.headers.get("etag")
         self._install(snapshot, Source.SERVER)
@@ -367,7 +370,7 @@ class FlagClient:
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))
                 snapshot = snapshot_from_dict(data, lenient=True)
-            except (OSError, ValueError, FlagDefinitionError) as exc:
+            except (OSError, ValueError, FlagDefinitionError, RecursionError) as exc:
                 log.warning("ignoring %s file %s: %s", source, path, exc)
                 continue
             _log_skipped(data, snapshot)
