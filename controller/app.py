@@ -25,7 +25,7 @@ from controller.api import (
 )
 from controller.auth import TokenRegistry
 from controller.fastpath import EvaluationFastPath, FastPathApp
-from controller.gates import PrometheusGates
+from controller.gates import PrometheusAuth, PrometheusGates
 from controller.idempotency import Idempotency, IdempotencyKeys
 from controller.limits import BodySizeLimit
 from controller.ratelimit import RateLimit
@@ -42,6 +42,22 @@ from stages.durations import parse_duration
 log = logging.getLogger(__name__)
 
 
+def prometheus_gates(settings: Settings) -> PrometheusGates:
+    password = settings.prometheus_password
+    auth = PrometheusAuth(
+        bearer_token_file=settings.prometheus_bearer_token_file,
+        username=settings.prometheus_username,
+        password=password.get_secret_value() if password else None,
+        password_file=settings.prometheus_password_file,
+    )
+    return PrometheusGates(
+        settings.prometheus_url,
+        timeout_seconds=settings.gate_timeout,
+        max_answer_bytes=settings.gate_max_answer_bytes,
+        auth=auth,
+    )
+
+
 def build_runtime(settings: Settings) -> Runtime:
     store = Store(settings.database_url)
     admin = settings.admin_token.get_secret_value() if settings.admin_token else None
@@ -50,7 +66,7 @@ def build_runtime(settings: Settings) -> Runtime:
         store=store,
         snapshots=SnapshotHolder(store),
         tokens=TokenRegistry(store, admin),
-        gates=PrometheusGates(settings.prometheus_url, timeout_seconds=settings.gate_timeout),
+        gates=prometheus_gates(settings),
         replica_id=settings.replica_id or f"{socket.gethostname()}-{os.getpid()}",
     )
     if settings.scheduler:

@@ -150,6 +150,21 @@ def basic_authorization(username: str, password: str) -> str:
     return f"Basic {token}"
 
 
+def redact_url(url: str) -> str:
+    """``url`` with any userinfo shown as ``***``: ``http://***@host:9090/``.
+
+    Everything up to the last ``@`` goes, so a password holding ``/`` or ``?`` (which
+    URL parsers then take for a path) is hidden too; over-redacting a path is harmless.
+    """
+    if "@" not in url:
+        return url
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    shown = f"{scheme}://" if sep else ""
+    return f"{shown}***@{rest.rpartition('@')[2]}"
+
+
 def _request_bytes(
     method: str, target: _Target, headers: Mapping[str, str], body: bytes | None
 ) -> bytes:
@@ -415,4 +430,5 @@ __all__ = [
     "Unreachable",
     "basic_authorization",
     "fetch",
+    "redact_url",
 ]

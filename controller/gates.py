@@ -5,41 +5,56 @@ an answer that is not one number becomes a reading with outcome ``error`` and a 
 text saying what went wrong. What the numbers mean is decided by ``stages.gates``.
 
 Query templates may use ``${rollout}``, ``${flag}``, ``${stage}``, ``${step}``,
-``${percent}``, ``${new_variant}`` and ``${old_variant}``; each value is escaped as a
-PromQL double-quoted string, so the template writes the quotes: ``{rollout="${rollout}"}``.
+``${percent}``, ``${new_variant}`` and ``${old_variant}``; each value is escaped for where
+it stands (``stages.query_templates``), so the template writes the quotes:
+``{rollout="${rollout}"}``.
 """
 
 from __future__ import annotations
 
-import ast
 import json
 import re
-import threading
 import time
+import urllib.parse
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
 
-import requests
-from prometheus_api_client import PrometheusConnect
-from prometheus_api_client.exceptions import PrometheusApiClientException
-from urllib3.util.retry import Retry
-
+from controller.deadline_http import (
+    AnswerTooLarge,
+    DeadlineExceeded,
+    HttpAnswer,
+    HttpFailure,
+    Unreachable,
+    basic_authorization,
+    fetch,
+    redact_url,
+)
 from stages.gates import classify
 from stages.plan import Gate
+from stages.query_templates import QueryTemplateError, escape_label_value, render_query
 from stages.state import GateReading, Outcome
 
 _MAX_ERROR_CHARS = 300
 
 
-class QueryTemplateError(ValueError):
-    """A gate query template that cannot be rendered; the message names the problem."""
-
-
 class GateSource(Protocol):
-    def read(self, gate: Gate, variables: Mapping[str, str], now: datetime) -> GateReading:
-        """Evaluate ``gate`` now. Never raises: failures are readings with outcome error."""
+    def read(
+        self,
+        gate: Gate,
+        variables: Mapping[str, str],
+        now: datetime,
+        *,
+        deadline: float | None = None,
+    ) -> GateReading:
+        """Evaluate ``gate`` now. Never raises: failures are readings with outcome error.
+
+        ``deadline`` is a ``time.monotonic()`` instant that the whole read (query,
+        baseline and samples) never runs past; past it, the reading is an error
+        "check deadline exceeded"."""
         ...
 
     def ping(self) -> bool:
@@ -47,89 +62,98 @@ class GateSource(Protocol):
         ...
 
 
-# --- templates ---------------------------------------------------------------------------
-
-# Go string escapes, which PromQL uses. Other control characters become \xNN, which Go
-# reads as one byte: the same character, since they are all ASCII. PromQL's lexer takes
-# a literal U+FFFD for broken UTF-8 and rejects the query, so it goes escaped too.
-_ESCAPES = {
-    "\\": "\\\\",
-    '"': '\\"',
-    "\n": "\\n",
-    "\r": "\\r",
-    "\t": "\\t",
-    "\ufffd": "\\ufffd",
-}
-_PLACEHOLDER = re.compile(r"\$(?:(?P<dollar>\$)|\{(?P<name>[^}]*)\}|(?P<open>\{))")
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def escape_label_value(value: str) -> str:
-    """``value`` as the inside of a PromQL double-quoted string (quotes not included)."""
-    return "".join(_escape_char(ch) for ch in value)
-
-
-def _escape_char(ch: str) -> str:
-    if ch in _ESCAPES:
-        return _ESCAPES[ch]
-    code = ord(ch)
-    if code < 0x20 or code == 0x7F:
-        return f"\\x{code:02x}"
-    if 0xD800 <= code <= 0xDFFF:
-        # A lone surrogate has no UTF-8 form, so no PromQL string can hold it.
-        raise QueryTemplateError(f"value holds a lone surrogate U+{code:04X}")
-    return ch
-
-
-def render_query(template: str, variables: Mapping[str, str]) -> str:
-    """Substitute ``${name}`` with the escaped value; ``$$`` is a literal ``$``.
-
-    A ``$`` followed by anything else stays as written (regex anchors such as ``"x$"``).
-    """
-
-    def substitute(match: re.Match[str]) -> str:
-        if match.group("dollar"):
-            return "$"
-        name = match.group("name")
-        if name is None:
-            raise QueryTemplateError(f"unterminated placeholder at offset {match.start()}")
-        if not _NAME.fullmatch(name):
-            raise QueryTemplateError(f"invalid placeholder ${{{name}}}")
-        if name not in variables:
-            known = ", ".join(sorted(variables)) or "none"
-            raise QueryTemplateError(f"unknown variable ${{{name}}} (known: {known})")
-        return escape_label_value(str(variables[name]))
-
-    return _PLACEHOLDER.sub(substitute, template)
-
-
 # --- the Prometheus adapter --------------------------------------------------------------
+
+DEFAULT_MAX_ANSWER_BYTES = 4 << 20  # an instant vector of one series is a few hundred bytes
+_PING_MAX_BYTES = 64 << 10
+_CHECK_DEADLINE = "check deadline exceeded"
 
 
 class _ResultError(Exception):
     """Prometheus answered, but not with one number."""
 
 
-class PrometheusGates:
-    """Instant queries against one Prometheus server, each bounded by ``timeout_seconds``."""
+class _CheckDeadline(Exception):
+    """The caller's deadline for the whole read has passed."""
 
-    def __init__(self, url: str, timeout_seconds: float = 5.0) -> None:
-        self.url = url.rstrip("/")
+
+@dataclass(frozen=True, slots=True)
+class PrometheusAuth:
+    """How to authenticate to Prometheus: a bearer token file or basic auth, not both.
+
+    Files are read again whenever they change, so a rotated token takes effect
+    without a restart.
+    """
+
+    bearer_token_file: Path | None = None
+    username: str | None = None
+    password: str | None = None
+    password_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        basic = self.username is not None or self.password is not None or self.password_file
+        if self.bearer_token_file is not None and basic:
+            raise ValueError("use a bearer token file or basic auth for Prometheus, not both")
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("give the Prometheus password or a password file, not both")
+
+
+class _SecretFile:
+    """A secret kept in a file, read again when the file changes (rotation)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        # (stat signature, value) swapped as one tuple: safe to read from any thread.
+        self._cached: tuple[tuple[int, int, int], str] | None = None
+
+    def value(self) -> str:
+        try:
+            st = self.path.stat()
+            signature = (st.st_ino, st.st_mtime_ns, st.st_size)
+            cached = self._cached
+            if cached is not None and cached[0] == signature:
+                return cached[1]
+            text = self.path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise _ResultError(
+                f"cannot read {self.path}: {(exc.strerror or type(exc).__name__).lower()}"
+            ) from None
+        self._cached = (signature, text)
+        return text
+
+
+class PrometheusGates:
+    """Instant queries against one Prometheus server.
+
+    Each query has ``timeout_seconds`` for the whole request (connect, send, every byte
+    of the answer) and at most ``max_answer_bytes`` of answer. No lock and no shared
+    connection: the scheduler and "test a gate now" requests never wait for each other.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        timeout_seconds: float = 5.0,
+        *,
+        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
+        auth: PrometheusAuth | None = None,
+    ) -> None:
+        base, userinfo_auth = _split_userinfo(url.rstrip("/"))
+        auth = auth or PrometheusAuth()
+        if userinfo_auth and (auth.bearer_token_file or auth.username is not None):
+            raise ValueError("Prometheus credentials in the URL and in settings: use one")
+        self._base = base
+        # The URL as it may be shown: in readings, logs, the API and the UI.
+        self.url = redact_url(url.rstrip("/"))
         self.timeout_seconds = timeout_seconds
-        # One session, shared by the scheduler and API "test query" requests: serialize.
-        self._lock = threading.Lock()
-        self._session = requests.Session()
-        # No retries: against a down or overloaded Prometheus, retries only add load and
-        # delay the error reading; the next tick is the retry.
-        self._client = PrometheusConnect(
-            url=self.url,
-            session=self._session,
-            retry=Retry(total=0, read=False, redirect=0),
-            timeout=timeout_seconds,  # annotated int upstream; requests takes a float
-        )
+        self.max_answer_bytes = max_answer_bytes
+        self._userinfo_auth = userinfo_auth
+        self._auth = auth
+        self._token_file = _SecretFile(auth.bearer_token_file) if auth.bearer_token_file else None
+        self._password_file = _SecretFile(auth.password_file) if auth.password_file else None
 
     def close(self) -> None:
-        self._client.close()
+        """Nothing to release: every request has its own connection."""
 
     def __enter__(self) -> PrometheusGates:
         return self
@@ -142,21 +166,33 @@ class PrometheusGates:
     ) -> None:
         self.close()
 
+    def __repr__(self) -> str:
+        return f"PrometheusGates({self.url!r}, timeout_seconds={self.timeout_seconds:g})"
+
     def ping(self) -> bool:
         """Whether Prometheus says it is ready to serve queries."""
         # Short: readiness probes must answer quickly even when Prometheus hangs.
         timeout = min(1.0, self.timeout_seconds)
         try:
-            with self._lock, self._session.get(f"{self.url}/-/ready", timeout=timeout) as r:
-                return r.status_code == 200
-        except requests.RequestException:
+            answer = fetch(
+                "GET",
+                f"{self._base}/-/ready",
+                headers=self._auth_headers(),
+                timeout=timeout,
+                max_bytes=_PING_MAX_BYTES,
+            )
+        except (HttpFailure, _ResultError):
             return False
+        return answer.status == 200
 
-    def read(self, gate: Gate, variables: Mapping[str, str], now: datetime) -> GateReading:
-        with self._lock:
-            return self._read(gate, variables, now)
-
-    def _read(self, gate: Gate, variables: Mapping[str, str], now: datetime) -> GateReading:
+    def read(
+        self,
+        gate: Gate,
+        variables: Mapping[str, str],
+        now: datetime,
+        *,
+        deadline: float | None = None,
+    ) -> GateReading:
         started = time.monotonic()
         query = gate.query
         role = "query"
@@ -166,7 +202,7 @@ class PrometheusGates:
                 resolved = render_query(template, variables)
                 if role == "query":
                     query = resolved
-                values[role] = self._instant(resolved)
+                values[role] = self._instant(resolved, self._budget(deadline))
         except Exception as exc:  # adapters never raise into the loop
             return GateReading(
                 gate=gate.name,
@@ -176,7 +212,7 @@ class PrometheusGates:
                 value=values.get("query"),
                 baseline=values.get("baseline"),
                 samples=values.get("samples"),
-                error=_truncate(self._explain(exc, role)),
+                error=_truncate(self._explain(exc, role, deadline)),
                 duration_ms=_elapsed_ms(started),
             )
         value, baseline, samples = values["query"], values.get("baseline"), values.get("samples")
@@ -195,41 +231,90 @@ class PrometheusGates:
             duration_ms=_elapsed_ms(started),
         )
 
-    def _instant(self, query: str) -> float | None:
+    def _budget(self, deadline: float | None) -> float:
+        """Seconds this query may take: the gate timeout, cut short by the read's deadline."""
+        if deadline is None:
+            return self.timeout_seconds
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise _CheckDeadline
+        return min(self.timeout_seconds, left)
+
+    def _instant(self, query: str, timeout: float) -> float | None:
         # Prometheus' own ``timeout`` stops the evaluation server-side at the same deadline.
-        result = self._client.custom_query(query, params={"timeout": f"{self.timeout_seconds:g}"})
-        return _single_number(result)
+        form = urllib.parse.urlencode({"query": query, "timeout": f"{timeout:.3f}"})
+        answer = fetch(
+            "POST",
+            f"{self._base}/api/v1/query",
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                "Accept": "application/json",
+                **self._auth_headers(),
+            },
+            body=form.encode("ascii"),
+            timeout=timeout,
+            max_bytes=self.max_answer_bytes,
+        )
+        return _single_number(_decode(answer))
 
-    def _explain(self, exc: Exception, role: str) -> str:
+    def _auth_headers(self) -> dict[str, str]:
+        if self._token_file is not None:
+            return {"Authorization": f"Bearer {self._token_file.value()}"}
+        if self._auth.username is not None:
+            password = self._auth.password or ""
+            if self._password_file is not None:
+                password = self._password_file.value()
+            return {"Authorization": basic_authorization(self._auth.username, password)}
+        if self._userinfo_auth is not None:
+            return {"Authorization": self._userinfo_auth}
+        return {}
+
+    def _explain(self, exc: Exception, role: str, deadline: float | None) -> str:
         prefix = "" if role == "query" else f"{role}: "
-        return prefix + self._describe(exc)
+        return prefix + self._describe(exc, deadline)
 
-    def _describe(self, exc: Exception) -> str:
+    def _describe(self, exc: Exception, deadline: float | None) -> str:
         if isinstance(exc, QueryTemplateError):
             return f"query template: {exc}"
+        if isinstance(exc, _CheckDeadline):
+            return _CHECK_DEADLINE
         if isinstance(exc, _ResultError):
             return str(exc)
-        if isinstance(exc, requests.Timeout):  # before ConnectionError: ConnectTimeout is both
+        if isinstance(exc, _PrometheusError):
+            return self._describe_prometheus_error(exc)
+        if isinstance(exc, DeadlineExceeded):
+            if deadline is not None and time.monotonic() >= deadline - 0.01:
+                return _CHECK_DEADLINE  # cut short by the caller's deadline, not ours
             return f"timeout after {self.timeout_seconds:g}s"
-        if isinstance(exc, requests.ConnectionError):
-            return f"prometheus unreachable at {self.url}: {_os_reason(exc)}"
-        if isinstance(exc, PrometheusApiClientException):
-            return self._describe_http_error(str(exc))
-        if isinstance(exc, ValueError | KeyError | TypeError):
-            return f"unexpected answer from {self.url} (is it Prometheus?): {exc!r}"
+        if isinstance(exc, Unreachable):
+            return f"prometheus unreachable at {self.url}: {exc}"
+        if isinstance(exc, AnswerTooLarge):
+            return f"{exc} from {self.url} (ROLLOUT_GATE_MAX_ANSWER_BYTES)"
+        if isinstance(exc, HttpFailure):
+            return f"unexpected answer from {self.url} (is it Prometheus?): {exc}"
         return f"{type(exc).__name__}: {exc}"
 
-    def _describe_http_error(self, message: str) -> str:
-        status, body = _parse_client_error(message)
-        error_type, error = _prometheus_error(body)
-        if error_type == "bad_data":
-            return f"bad query: {error}"
-        if error_type == "execution":  # e.g. many-to-many matching in a join
-            return f"query failed: {error}"
-        if error_type == "timeout":
-            return f"timeout after {self.timeout_seconds:g}s (prometheus: {error})"
-        detail = error or body.strip()
-        return f"prometheus answered HTTP {status or '?'}" + (f": {detail}" if detail else "")
+    def _describe_prometheus_error(self, exc: _PrometheusError) -> str:
+        if exc.error_type == "bad_data":
+            return f"bad query: {exc.error}"
+        if exc.error_type == "execution":  # e.g. many-to-many matching in a join
+            return f"query failed: {exc.error}"
+        if exc.error_type == "timeout":
+            return f"timeout after {self.timeout_seconds:g}s (prometheus: {exc.error})"
+        detail = exc.error or ""
+        return f"prometheus answered HTTP {exc.status}" + (f": {detail}" if detail else "")
+
+
+def _split_userinfo(url: str) -> tuple[str, str | None]:
+    """``url`` without its userinfo, and the basic-auth header that userinfo stood for."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None and "@" not in parts.netloc:
+        return url, None
+    host = parts.netloc.rpartition("@")[2]
+    bare = urllib.parse.urlunsplit(parts._replace(netloc=host))
+    user = urllib.parse.unquote(parts.username or "")
+    password = urllib.parse.unquote(parts.password or "")
+    return bare, basic_authorization(user, password)
 
 
 def _templates(gate: Gate) -> list[tuple[str, str]]:
@@ -238,76 +323,95 @@ def _templates(gate: Gate) -> list[tuple[str, str]]:
     return [(role, template) for role, template in roles if template is not None]
 
 
-def _single_number(result: Any) -> float | None:
-    """One number from ``data.result`` of an instant query; None for an empty vector.
+# --- the answer ----------------------------------------------------------------------------
 
-    prometheus-api-client returns only ``data.result``, without ``resultType``: a vector
-    or matrix is a list of objects, a scalar or string is ``[time, "text"]``.
-    """
+
+class _PrometheusError(Exception):
+    """Prometheus said the query failed (``status: error``, or an HTTP error status)."""
+
+    def __init__(self, status: int, error_type: str | None, error: str | None) -> None:
+        super().__init__(error)
+        self.status, self.error_type, self.error = status, error_type, error
+
+
+def _decode(answer: HttpAnswer) -> Any:
+    """The ``data`` of a successful Prometheus answer; anything else raises."""
+    try:
+        decoded = json.loads(answer.body)
+    except (ValueError, UnicodeDecodeError):
+        decoded = None
+    if not isinstance(decoded, dict):
+        if answer.status != 200:
+            raise _PrometheusError(answer.status, None, _snippet(answer.body))
+        kind = answer.headers.get("content-type", "no content type").split(";")[0]
+        raise _ResultError(f"answer is not a JSON object ({kind}); is it Prometheus?")
+    if decoded.get("status") == "error" or answer.status != 200:
+        error_type, error = decoded.get("errorType"), decoded.get("error")
+        raise _PrometheusError(
+            answer.status,
+            error_type if isinstance(error_type, str) else None,
+            error if isinstance(error, str) else None,
+        )
+    if decoded.get("status") != "success":
+        raise _ResultError('answer without "status": "success"; is it Prometheus?')
+    data = decoded.get("data")
+    if not isinstance(data, dict) or "resultType" not in data or "result" not in data:
+        raise _ResultError("answer without data.resultType and data.result; is it Prometheus?")
+    return data
+
+
+_SHAPES = {
+    "matrix": "query returned a range vector; a gate needs an instant value",
+    "scalar": "query returned a scalar; a gate needs an instant vector (wrap it in vector())",
+    "string": "query returned a string; a gate needs a number",
+}
+# How Prometheus writes a sample value: Go's float formatting, or NaN and ±Inf.
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|[+-]?Inf|NaN")
+
+
+def _single_number(data: Mapping[str, Any]) -> float | None:
+    """One number from an instant vector; None when it has no series."""
+    kind, result = data["resultType"], data["result"]
+    if kind in _SHAPES:
+        raise _ResultError(_SHAPES[kind])
+    if kind != "vector":
+        raise _ResultError(f"unknown result type {kind!r:.40}; a gate needs an instant vector")
     if not isinstance(result, list):
-        raise _ResultError(f"unexpected result {result!r:.80}")
+        raise _ResultError("a vector whose result is not a list; is it Prometheus?")
     if not result:
         return None
-    if all(isinstance(item, dict) for item in result):
-        if any("values" in item for item in result):
-            raise _ResultError("query returned a range vector; a gate needs an instant value")
-        if len(result) > 1:
-            raise _ResultError(
-                f"query returned {len(result)} series; aggregate it (sum, max) to one"
-            )
-        return _parse_number(result[0]["value"][1])
-    return _parse_number(result[1])  # scalar: [time, "1.5"]
+    if len(result) > 1:
+        raise _ResultError(f"query returned {len(result)} series; aggregate it (sum, max) to one")
+    return _sample_value(result[0])
 
 
-def _parse_number(text: Any) -> float:
-    try:
-        return float(text)
-    except (TypeError, ValueError):
+def _sample_value(sample: Any) -> float:
+    if not isinstance(sample, dict):
+        raise _ResultError("a vector sample that is not an object; is it Prometheus?")
+    if "histogram" in sample and "value" not in sample:
         raise _ResultError(
-            f"query returned a string ({text!r:.60}); a gate needs a number"
-        ) from None
+            "query returned a native histogram; a gate needs a number "
+            "(histogram_quantile, histogram_count, ...)"
+        )
+    pair = sample.get("value")
+    valid_time = (
+        isinstance(pair, list)
+        and len(pair) == 2
+        and isinstance(pair[0], int | float)
+        and not isinstance(pair[0], bool)
+    )
+    if not valid_time:
+        raise _ResultError('a sample value that is not [time, "number"]; is it Prometheus?')
+    assert isinstance(pair, list)  # for mypy
+    text = pair[1]
+    if not isinstance(text, str) or not _NUMBER.fullmatch(text):
+        raise _ResultError(f"sample value {text!r:.40} is not a number")
+    return float(text)
 
 
-_CLIENT_ERROR = re.compile(r"HTTP Status Code (\d+) \((.*)\)\Z", re.DOTALL)
-
-
-def _parse_client_error(message: str) -> tuple[int | None, str]:
-    """Status and body from prometheus-api-client's 'HTTP Status Code 400 (b'...')'."""
-    match = _CLIENT_ERROR.match(message)
-    if match is None:
-        return None, message
-    try:
-        raw = ast.literal_eval(match.group(2))
-    except (ValueError, SyntaxError):
-        return int(match.group(1)), match.group(2)
-    body = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-    return int(match.group(1)), body
-
-
-def _prometheus_error(body: str) -> tuple[str | None, str | None]:
-    """``errorType`` and ``error`` of a Prometheus API error body, if it is one."""
-    try:
-        decoded = json.loads(body)
-    except ValueError:
-        return None, None
-    if not isinstance(decoded, dict):
-        return None, None
-    return decoded.get("errorType"), decoded.get("error")
-
-
-def _os_reason(exc: BaseException) -> str:
-    """The innermost OS-level reason ("connection refused"), else the exception text."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, OSError) and current.strerror:
-            return current.strerror.lower()
-        nested = getattr(current, "reason", None)
-        if not isinstance(nested, BaseException) and current.args:
-            nested = current.args[0] if isinstance(current.args[0], BaseException) else None
-        current = nested if isinstance(nested, BaseException) else current.__cause__
-    return str(exc)
+def _snippet(body: bytes) -> str:
+    text = " ".join(body[:200].decode("utf-8", "replace").split())
+    return text[:120]
 
 
 def _elapsed_ms(started: float) -> float:
@@ -320,9 +424,12 @@ def _truncate(text: str) -> str:
 
 
 __all__ = [
+    "DEFAULT_MAX_ANSWER_BYTES",
     "GateSource",
+    "PrometheusAuth",
     "PrometheusGates",
     "QueryTemplateError",
     "escape_label_value",
+    "redact_url",
     "render_query",
 ]

@@ -7,12 +7,19 @@ never a module-level instance, so tests pass their own.
 from __future__ import annotations
 
 import re
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from controller.deadline_http import redact_url
 from controller.webhook_config import WebhookConfig, unique_names
 from stages.durations import parse_duration
+
+_URL_FIELDS = frozenset({"prometheus_url", "database_url", "public_url"})
 
 
 class Settings(BaseSettings):
@@ -20,6 +27,13 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite:///./rollout.db"
     prometheus_url: str = "http://127.0.0.1:9090"
+    # Prometheus credentials (docs/security.md): basic auth, as a username with a password
+    # or a password file, or a bearer token file; files are read again when they change.
+    # Userinfo in the URL works too; it is never shown.
+    prometheus_username: str | None = None
+    prometheus_password: SecretStr | None = None
+    prometheus_password_file: Path | None = Field(default=None, validate_default=True)
+    prometheus_bearer_token_file: Path | None = Field(default=None, validate_default=True)
     admin_token: SecretStr | None = None
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
@@ -30,6 +44,8 @@ class Settings(BaseSettings):
     log_level: str = "info"
     # Seconds before a Prometheus query counts as an error.
     gate_timeout: float = Field(default=5.0, gt=0, le=120)
+    # Largest Prometheus answer a gate read accepts, in bytes (one series is ~200 bytes).
+    gate_max_answer_bytes: int = Field(default=4 << 20, ge=1024, le=1 << 30)
     # How often the scheduler looks for rollouts whose `interval` has passed.
     scheduler_tick: float = Field(default=1.0, gt=0, le=60)
     # How often each replica reads the database's revision to pick up changes made
@@ -63,6 +79,38 @@ class Settings(BaseSettings):
     # Where people reach this controller (the UI), for links in notifications.
     public_url: str | None = None
 
+    @field_validator("prometheus_password_file")
+    @classmethod
+    def _one_basic_password(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        password = info.data.get("prometheus_password")
+        if value is not None and password is not None:
+            raise ValueError("set ROLLOUT_PROMETHEUS_PASSWORD or this, not both")
+        username = info.data.get("prometheus_username")
+        if (value is not None or password is not None) and username is None:
+            raise ValueError("a Prometheus password needs ROLLOUT_PROMETHEUS_USERNAME")
+        if username is not None and _has_userinfo(info.data.get("prometheus_url")):
+            raise ValueError("ROLLOUT_PROMETHEUS_URL holds credentials already: use one")
+        return value
+
+    @field_validator("prometheus_bearer_token_file")
+    @classmethod
+    def _bearer_or_basic(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        basic = info.data.get("prometheus_username") is not None or _has_userinfo(
+            info.data.get("prometheus_url")
+        )
+        if value is not None and basic:
+            raise ValueError(
+                "set a bearer token file or basic auth for Prometheus (ROLLOUT_PROMETHEUS_USERNAME"
+                " or credentials in ROLLOUT_PROMETHEUS_URL), not both"
+            )
+        return value
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # URLs may hold a password (http://user:pass@host): never in a repr or a log line.
+        for name, value in super().__repr_args__():
+            shown = redact_url(value) if name in _URL_FIELDS and isinstance(value, str) else value
+            yield name, shown
+
     @field_validator("webhooks")
     @classmethod
     def _unique_webhook_names(cls, value: list[WebhookConfig]) -> list[WebhookConfig]:
@@ -74,6 +122,10 @@ class Settings(BaseSettings):
         if parse_duration(value).total_seconds() <= 0:
             raise ValueError("must be a positive duration, e.g. 24h")
         return value
+
+
+def _has_userinfo(url: object) -> bool:
+    return isinstance(url, str) and "@" in urllib.parse.urlsplit(url).netloc
 
 
 def explain_settings_error(exc: ValidationError | SettingsError) -> str:

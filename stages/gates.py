@@ -1,6 +1,8 @@
 """Classifying one gate reading: the value a query returned, against the gate's thresholds.
 
 Pure: the adapter (``controller.gates``) fetches the numbers; this decides what they mean.
+Non-finite numbers are never ok evidence: NaN is no data; ±Inf is compared with the
+thresholds (an infinite error rate rolls back) and is no data when it crosses none.
 """
 
 from __future__ import annotations
@@ -43,6 +45,10 @@ def classify(
         if _crossed(name, compared, threshold):
             outcome = _OUTCOME_BY_PREFIX[name.split("_", 1)[0]]
             return Classification(outcome, compared, name, threshold)
+    if _infinite_input(gate, value, baseline, samples):
+        # An infinite error rate or count may cross a threshold, but is never evidence
+        # that all is well: a division by zero is not a healthy service.
+        return Classification(Outcome.NO_DATA, None, None, None)
     return Classification(Outcome.OK, compared, None, None)
 
 
@@ -74,6 +80,17 @@ def _too_few_samples(gate: Gate, samples: float | None) -> bool:
     if gate.samples is None:
         return False
     return samples is None or math.isnan(samples) or samples < gate.min_samples
+
+
+def _infinite_input(
+    gate: Gate, value: float, baseline: float | None, samples: float | None
+) -> bool:
+    used = [value]
+    if gate.baseline is not None and baseline is not None:
+        used.append(baseline)
+    if gate.samples is not None and samples is not None:
+        used.append(samples)
+    return any(math.isinf(x) for x in used)
 
 
 def _crossed(name: str, compared: float, threshold: float) -> bool:

@@ -38,6 +38,7 @@ from stages.fields import (
 )
 from stages.plan import Gate, OnRollback, Plan, Stage, Step
 from stages.problems import Path, PlanError, Problem, Report, kind, render
+from stages.query_templates import query_template
 from stages.yamlsource import read_yaml
 
 __all__ = ["PlanError", "Problem", "parse_plan", "parse_plan_data", "plan_to_dict"]
@@ -328,14 +329,14 @@ def _gate(report: Report, path: Path, value: object) -> Gate | None:
     if fields is None:
         return None
     name = required(report, fields, path, "name", label)
-    query = required(report, fields, path, "query", text)
+    query = required(report, fields, path, "query", query_template)
     if fields.get("min_samples") is not None and fields.get("samples") is None:
         report.add((*path, "min_samples"), "min_samples needs a samples query to count")
     gate = Gate(
         name=name or "",
         query=query or "",
-        baseline=field(report, fields, path, "baseline", text, None),
-        samples=field(report, fields, path, "samples", text, None),
+        baseline=field(report, fields, path, "baseline", query_template, None),
+        samples=field(report, fields, path, "samples", query_template, None),
         min_samples=field(report, fields, path, "min_samples", at_least(0), 0.0),
         sustain=field(report, fields, path, "for", duration, timedelta(0)),
         delay=field(report, fields, path, "delay", duration, timedelta(0)),

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from controller.gates import QueryTemplateError, escape_label_value, render_query
 from stages.gates import Classification, classify, describe
 from stages.plan import Gate
+from stages.query_templates import escape_regex_value
 from stages.state import Outcome
 
 OK, HOLD, NO_DATA, ROLLBACK, ABORT = (
@@ -45,7 +46,40 @@ CASES = [
     ("abort equal is not crossed", ERR, 0.05, None, None, ROLLBACK, "rollback_above"),
     ("worst first: abort beats rollback and hold", ERR, 1.0, None, None, ABORT, "abort_above"),
     ("+inf crosses every above", ERR, INF, None, None, ABORT, "abort_above"),
-    ("-inf crosses no above", ERR, -INF, None, None, OK, None),
+    ("-inf crosses no above: never ok, no data", ERR, -INF, None, None, NO_DATA, None),
+    ("+inf crosses no below: no data", AVAIL, INF, None, None, NO_DATA, None),
+    (
+        "+inf error rate rolls back",
+        gate(hold_above=0.001, rollback_above=0.01),
+        INF,
+        None,
+        None,
+        ROLLBACK,
+        "rollback_above",
+    ),
+    ("baseline: +inf baseline crosses no above: no data", RELATIVE, 0.5, INF, None, NO_DATA, None),
+    (
+        "baseline: -inf baseline makes +inf worse",
+        RELATIVE,
+        0.5,
+        -INF,
+        None,
+        ROLLBACK,
+        "rollback_above",
+    ),
+    (
+        "baseline: +inf value against a finite one",
+        RELATIVE,
+        INF,
+        0.5,
+        None,
+        ROLLBACK,
+        "rollback_above",
+    ),
+    ("baseline of an absolute gate: inf ignored", ERR, 0.0005, INF, None, OK, None),
+    ("samples: +inf counts but is never ok evidence", COUNTED, 0.0, None, INF, NO_DATA, None),
+    ("samples: +inf with a breach holds", COUNTED, 0.5, None, INF, HOLD, "hold_above"),
+    ("samples: -inf is too few", COUNTED, 0.5, None, -INF, NO_DATA, None),
     ("zero threshold: zero is fine", ZERO, 0.0, None, None, OK, None),
     ("zero threshold: any at all crosses", ZERO, 1.0, None, None, ROLLBACK, "rollback_above"),
     ("below: healthy", AVAIL, 0.9995, None, None, OK, None),
@@ -236,3 +270,67 @@ def test_a_value_cannot_break_out_of_its_quotes(value: str, other: str) -> None:
     # no raw quote, so the first value read back is exactly the first value given.
     assert unescape_promql_string(first) == value
     assert unescape_promql_string(second[: -len('"}')]) == other
+
+
+def test_no_finite_or_infinite_number_without_a_breach_is_anything_but_ok_or_no_data() -> None:
+    for value in (NAN, INF, -INF, 0.0, 1e308):
+        c = classify(gate(hold_above=1e300), value)
+        assert c.outcome in (OK, NO_DATA, HOLD)
+        if not math.isfinite(value):
+            assert c.outcome is not OK
+
+
+# --- templates by where they stand ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("template", "value", "expected"),
+    [
+        ('x{r=~"${rollout}"}', "a.b", 'x{r=~"a\\\\.b"}'),
+        ('x{r!~"pre-${rollout}|other"}', "(x)+", 'x{r!~"pre-\\\\(x\\\\)\\\\+|other"}'),
+        ('x{r =~ "${rollout}"}', '"', 'x{r =~ "\\""}'),
+        ('x{r="${rollout}"}', "a.b", 'x{r="a.b"}'),
+        ('x{a=~"b",r="${rollout}"}', "a.b", 'x{a=~"b",r="a.b"}'),
+        ('x{r="\\${rollout}"}', "n", 'x{r="\\${rollout}"}'),
+    ],
+    ids=[
+        "regex: dot",
+        "regex: groups and plus",
+        "regex: quote",
+        "string: dot stays",
+        "regex before, string after",
+        "placeholder after a backslash stays as written",
+    ],
+)
+def test_render_escapes_for_the_context(template: str, value: str, expected: str) -> None:
+    assert render_query(template, {"rollout": value}) == expected
+
+
+@given(st.text())
+def test_a_regex_value_matches_only_itself(value: str) -> None:
+    import re
+
+    inside = unescape_promql_string(escape_regex_value(value))
+    # Python's re reads RE2's escaped metacharacters the same way.
+    assert re.fullmatch(inside, value, flags=re.DOTALL)
+
+
+def test_numeric_variables_may_stand_bare_but_must_be_numbers() -> None:
+    assert render_query("x > ${step} * ${percent}", VARIABLES) == "x > 2 * 1"
+    with pytest.raises(QueryTemplateError, match="must be a number"):
+        render_query("x > ${step}", {"step": "1 or vector(1)"})
+
+
+@pytest.mark.parametrize(
+    ("template", "where"),
+    [
+        ("x{r='${rollout}'}", "a single-quoted string"),
+        ("x{r=`${rollout}`}", "a backtick string"),
+        ("x{r=~'${rollout}'}", "a single-quoted string"),
+        ("${rollout}_total", "outside any string"),
+        ("x # ${rollout}", "a comment"),
+    ],
+)
+def test_render_refuses_a_text_value_where_it_cannot_be_escaped(template: str, where: str) -> None:
+    with pytest.raises(QueryTemplateError, match=where):
+        render_query(template, {"rollout": "r"})
