@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-import httpx
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import delete, func, or_, update
@@ -29,6 +28,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import col, select
 
 from controller import webhook_payloads as payloads
+from controller.deadline_http import HttpAnswer, HttpFailure, fetch
 from controller.errors import Conflict, NotFound
 from controller.store import Store
 from controller.tables import AuditRow, WebhookOutboxRow
@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 DeliveryStatus = Literal["pending", "delivered", "dead"]
 RESULTS = ("delivered", "retry", "dead")
 BATCH = 10
-TIMEOUT_SECONDS = 5.0
+TIMEOUT_SECONDS = 5.0  # one deadline on each whole POST: connect, send, the answer
+MAX_ANSWER_BYTES = 1024 * 1024  # a receiver's answer is read for its status and a line of text
 DEFAULT_RETENTION = timedelta(days=7)  # delivered rows; ROLLOUT_WEBHOOK_RETENTION
 PRUNE_EVERY = timedelta(hours=1)
 
@@ -317,8 +318,13 @@ def delivery_view(row: WebhookOutboxRow) -> dict[str, Any]:
 
 
 class DeliveryWorker:
-    """One thread per process: claim due rows, POST them, settle them. Never raises
-    out of its loop; a database or receiver failure waits for the next poll."""
+    """One thread per webhook: claim that webhook's due rows, POST them, settle them.
+
+    Receivers are independent: a receiver that is slow, trickles or hangs holds only
+    its own thread (each POST has one deadline on the whole request,
+    ``timeout_seconds``), so the others' deliveries go out on time. Threads are one per
+    configured webhook: bounded by the configuration. Never raises out of a loop; a
+    database or receiver failure waits for the next poll."""
 
     def __init__(
         self,
@@ -334,6 +340,7 @@ class DeliveryWorker:
         self._outbox = outbox
         self._retention = retention
         self._pruned_at: datetime | None = None
+        self._prune_lock = threading.Lock()
         self._holder = holder
         self._clock = clock
         self._poll = poll_seconds
@@ -342,8 +349,7 @@ class DeliveryWorker:
         # Every row of a batch may take the full timeout; the lease outlasts that.
         self._lease = timedelta(seconds=BATCH * (timeout_seconds + 1) + 10)
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._client: httpx.Client | None = None
+        self._threads: list[threading.Thread] = []
         self._counts_lock = threading.Lock()
         self._counts: dict[tuple[str, str], int] = {
             (name, result): 0 for name in outbox.webhooks for result in RESULTS
@@ -355,50 +361,71 @@ class DeliveryWorker:
             return dict(self._counts)
 
     def start(self) -> None:
-        # httpx logs every request with its URL at INFO: name the webhook instead.
-        logging.getLogger("httpx").addFilter(self._redactor)
         self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="webhook-delivery", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._loop, args=(name,), name=f"webhook-{name}", daemon=True)
+            for name in self._outbox.webhooks
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> None:
-        """Stop the thread and close connections (also after ``run_once`` alone)."""
+        """Stop the threads; a POST in flight ends by its deadline."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=self._timeout + 5)
-            self._thread = None
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-        logging.getLogger("httpx").removeFilter(self._redactor)
+        for thread in self._threads:
+            thread.join(timeout=self._timeout + 5)
+        self._threads = []
 
-    def _loop(self) -> None:
+    def _loop(self, name: str) -> None:
         failing = False
         while not self._stop.is_set():
             try:
-                self.run_once()
+                self._prune_now_and_then(self._clock())
+                self.run_for(name)
             except Exception as exc:
                 # Once per outage, not once per poll: a database down for an hour would
                 # otherwise bury the log in identical stack traces.
                 if not failing:
                     log.warning(
-                        "webhook delivery passes fail (%s); retrying quietly", type(exc).__name__
+                        "webhook %s: delivery passes fail (%s); retrying quietly",
+                        name,
+                        type(exc).__name__,
                     )
                     failing = True
             else:
                 if failing:
-                    log.warning("webhook delivery passes work again")
+                    log.warning("webhook %s: delivery passes work again", name)
                     failing = False
             self._stop.wait(self._poll)
 
     def run_once(self) -> int:
-        """Deliver what is due now; returns how many attempts were made."""
+        """Deliver what is due now to every webhook, each on its own thread, and wait
+        for all of them; returns how many attempts were made."""
+        self._prune_now_and_then(self._clock())
+        made: list[int] = []
+        failures: list[BaseException] = []
+
+        def one(name: str) -> None:
+            try:
+                made.append(self.run_for(name))
+            except BaseException as exc:
+                failures.append(exc)
+
+        threads = [threading.Thread(target=one, args=(n,)) for n in self._outbox.webhooks]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if failures:
+            raise failures[0]
+        return sum(made)
+
+    def run_for(self, name: str) -> int:
+        """Deliver what is due now to one webhook, in order; the number of attempts."""
         now = self._clock()
-        self._prune_now_and_then(now)
-        names = self._outbox.webhooks.keys()
-        if not names or not self._outbox.any_due(now, names):
+        if not self._outbox.any_due(now, [name]):
             return 0
-        batch = self._outbox.claim(self._holder, now, names, limit=BATCH, lease=self._lease)
+        batch = self._outbox.claim(self._holder, now, [name], limit=BATCH, lease=self._lease)
         for claimed in batch:
             if self._stop.is_set():
                 break  # the lease runs out and another pass (or replica) sends it
@@ -407,9 +434,10 @@ class DeliveryWorker:
 
     def _prune_now_and_then(self, now: datetime) -> None:
         # Every replica prunes; deleting rows another replica just deleted is harmless.
-        if self._pruned_at is not None and now - self._pruned_at < PRUNE_EVERY:
-            return
-        self._pruned_at = now
+        with self._prune_lock:
+            if self._pruned_at is not None and now - self._pruned_at < PRUNE_EVERY:
+                return
+            self._pruned_at = now
         pruned = self._outbox.prune(now - self._retention)
         if pruned:
             log.info("forgot %d webhook deliveries older than %s", pruned, self._retention)
@@ -430,18 +458,23 @@ class DeliveryWorker:
             )
         retry_after: float | None = None
         error: str | None
-        if self._client is None:
-            # Redirects are not followed: the signed body would go to another host.
-            self._client = httpx.Client(timeout=self._timeout, follow_redirects=False)
         try:
-            response = self._client.post(str(hook.url), content=body, headers=headers)
-        except httpx.HTTPError as exc:
+            # Redirects are not followed: the signed body would go to another host.
+            answer = fetch(
+                "POST",
+                str(hook.url),
+                headers=headers,
+                body=body,
+                timeout=self._timeout,
+                max_bytes=MAX_ANSWER_BYTES,
+            )
+        except HttpFailure as exc:
             result: payloads.Verdict = "retry"
             error = self._redactor.redact(f"{type(exc).__name__}: {exc}")
         else:
-            result = payloads.verdict(response.status_code)
-            error = None if result == "delivered" else _answer_text(response)
-            retry_after = payloads.parse_retry_after(response.headers.get("retry-after"))
+            result = payloads.verdict(answer.status)
+            error = None if result == "delivered" else _answer_text(answer)
+            retry_after = payloads.parse_retry_after(answer.headers.get("retry-after"))
         now = self._clock()
         retry_at = now + payloads.retry_delay(claimed.attempts + 1, self._rand(), retry_after)
         result = self._outbox.settle(
@@ -460,9 +493,9 @@ class DeliveryWorker:
             )
 
 
-def _answer_text(response: httpx.Response) -> str:
-    text = response.text.strip().replace("\n", " ")[:200]
-    return f"HTTP {response.status_code}" + (f": {text}" if text else "")
+def _answer_text(answer: HttpAnswer) -> str:
+    text = answer.body.decode("utf-8", "replace").strip().replace("\n", " ")[:200]
+    return f"HTTP {answer.status}" + (f": {text}" if text else "")
 
 
 class UrlRedactor(logging.Filter):

@@ -31,6 +31,7 @@ from controller.webhook_config import TRANSITION_EVENTS, WebhookConfig
 from controller.webhooks import DeliveryWorker, Outbox
 from stages.actions import Action
 from tests.databases import fresh_database
+from tests.hostile import HostilePeer, http_response, respond, trickle
 from tests.serving import Server, free_port, running_server
 
 SECRET = "webhook-signing-secret"
@@ -497,7 +498,7 @@ def test_a_worker_gives_up_after_max_attempts_and_the_row_says_why(store: Store)
     (row,) = outbox_rows(store)
     assert row.status == "dead" and row.attempts == 3
     assert row.last_error is not None and row.last_error.startswith("gave up after 3 attempts")
-    assert "ConnectError" in row.last_error and "127.0.0.1:9" not in row.last_error
+    assert "Unreachable" in row.last_error and "127.0.0.1:9" not in row.last_error
     assert [round(w.total_seconds()) for w in waits[:2]] == [1, 2]
     assert worker.counts()[("ops", "retry")] == 2 and worker.counts()[("ops", "dead")] == 1
     assert outbox.backlog(clock[0])["ops"] == (0, 1, 0.0)
@@ -547,3 +548,59 @@ def test_the_worker_prunes_at_most_once_an_hour(store: Store) -> None:
         assert outbox_rows(store) == []
     finally:
         worker.stop()
+
+
+# -- a slow receiver beside a healthy one ---------------------------------------------------
+
+
+def test_a_trickling_receiver_is_cut_off_at_its_deadline_and_never_delays_another(
+    store: Store,
+) -> None:
+    deadline = 6.0
+    # The slow one first in the configuration and in every batch, so a worker that
+    # delivered one after another would make the healthy receiver wait behind it.
+    with (
+        HostilePeer(trickle(http_response(b"ok"), every=0.5)) as slow,
+        HostilePeer(respond(http_response(b"ok"))) as healthy,
+    ):
+        hooks = [
+            WebhookConfig(name="slow", url=slow.url, format="json"),  # type: ignore[arg-type]
+            WebhookConfig(name="healthy", url=healthy.url, format="json"),  # type: ignore[arg-type]
+        ]
+        outbox = Outbox(store, hooks, public_url=None, max_attempts=5)
+        rollouts = Rollouts(store, lambda: None)
+        rollouts.notify = outbox.enqueue
+        plan, source = parse_plan_input(ramp("two-receivers"), None)
+        now = datetime.now(UTC)
+        rollouts.apply(plan, source, "test", now)
+        rollouts.act("two-receivers", Action.START, actor="test", now=now)
+        rollouts.act("two-receivers", Action.PAUSE, actor="test", now=now)
+        worker = DeliveryWorker(
+            outbox,
+            "w",
+            lambda: datetime.now(UTC),
+            poll_seconds=0.1,
+            timeout_seconds=deadline,
+            rand=lambda: 0.0,
+        )
+        worker.start()
+        try:
+
+            def rows(hook: str) -> list[WebhookOutboxRow]:
+                return [r for r in outbox_rows(store) if r.webhook == hook]
+
+            # The healthy receiver has both deliveries while the slow one still holds
+            # its first request open, no attempt of it settled yet.
+            eventually(lambda: all(r.status == "delivered" for r in rows("healthy")), 15)
+            assert [r.attempts for r in rows("slow")] == [0, 0]
+            assert len(slow.requests) == 1
+            assert len(healthy.requests) == 2
+            # The slow one's attempt ends at its deadline as a failure, retried later.
+            eventually(lambda: any(r.attempts >= 1 for r in rows("slow")), 2 * deadline + 10)
+            failed = next(r for r in rows("slow") if r.attempts >= 1)
+            assert failed.status == "pending"
+            assert failed.last_error is not None and "DeadlineExceeded" in failed.last_error
+            assert slow.url.split("//")[1] not in failed.last_error
+            eventually(lambda: len(slow.requests) >= 3, 3 * deadline + 15)  # retried
+        finally:
+            worker.stop()
