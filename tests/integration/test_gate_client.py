@@ -155,8 +155,9 @@ def test_too_few_samples_is_no_data_even_when_breached(stack: Stack) -> None:
         ),
         ("memory_operation_total[5s]", "range vector"),
         ('"text"', "query returned a string"),
+        ("scalar(sum(memory_operation_total))", "query returned a scalar"),
     ],
-    ids=["bad promql", "several series", "range vector", "string"],
+    ids=["bad promql", "several series", "range vector", "string", "scalar"],
 )
 def test_an_answer_that_is_not_one_number_is_an_error(
     stack: Stack, query: str, message: str
@@ -192,6 +193,22 @@ def test_weird_label_value_reaches_prometheus_intact(stack: Stack) -> None:
     reading = stack.read(gate(requests, hold_above=1e9), new=WEIRD)
     assert reading.outcome is Outcome.OK, reading
     assert reading.value is not None and reading.value > 0
+
+
+def test_weird_label_value_in_a_regex_matcher_matches_only_itself(stack: Stack) -> None:
+    # Real RE2: the braces and backslash of the name are escaped as regex syntax too.
+    query = 'sum(rate(memory_operation_total{variant=~"${new_variant}"}[5s]))'
+    reading = stack.read(gate(query, hold_above=1e9), new=WEIRD)
+    assert reading.outcome is Outcome.OK, reading
+    assert reading.value is not None and reading.value > 0
+    # "n.w" as a regex would match "new"; escaped, it matches no variant at all.
+    dotted = stack.read(gate(query, hold_above=1e9), new="n.w")
+    assert dotted.outcome is Outcome.NO_DATA, dotted
+
+
+def test_a_scalar_wrapped_in_vector_is_read(stack: Stack) -> None:
+    reading = stack.read(gate("vector(scalar(count(up)))", hold_above=5))
+    assert (reading.outcome, reading.value) == (Outcome.OK, 1.0), reading
 
 
 def test_weird_rollout_name_is_valid_promql_and_reads_no_data(stack: Stack) -> None:
