@@ -83,6 +83,11 @@ class Settings(BaseSettings):
     @classmethod
     def _one_basic_password(cls, value: Path | None, info: ValidationInfo) -> Path | None:
         password = info.data.get("prometheus_password")
+    # How long a web UI sign-in lasts before the person signs in again.
+    ui_session_ttl: str = "12h"
+    # Believe X-Forwarded-Proto (set by a TLS-terminating proxy in front of every
+    # replica): the UI's cookies are then Secure when the proxy says https.
+    trust_proxy_headers: bool = False
         if value is not None and password is not None:
             raise ValueError("set ROLLOUT_PROMETHEUS_PASSWORD or this, not both")
         username = info.data.get("prometheus_username")
@@ -116,7 +121,9 @@ class Settings(BaseSettings):
     def _unique_webhook_names(cls, value: list[WebhookConfig]) -> list[WebhookConfig]:
         return unique_names(value)
 
-    @field_validator("idempotency_ttl", "webhook_retention", "gate_history_retention")
+    @field_validator(
+        "idempotency_ttl", "webhook_retention", "gate_history_retention", "ui_session_ttl"
+    )
     @classmethod
     def _positive_duration(cls, value: str) -> str:
         if parse_duration(value).total_seconds() <= 0:

@@ -213,3 +213,16 @@ class WebhookOutboxRow(SQLModel, table=True):
     last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     claimed_by: str | None = Field(default=None, max_length=128)
     claimed_until: datetime | None = _ts(nullable=True)
+
+
+class UiSessionRow(SQLModel, table=True):
+    """A web UI sign-in. The cookie holds a random session id; only its SHA-256 is
+    stored, with the hash of the API token it was opened with, so every replica
+    shares the session and a revoked token ends it on the next page."""
+
+    __tablename__ = "ui_sessions"
+
+    id_hash: str = Field(sa_column=Column(String(64), primary_key=True))
+    token_hash: str = Field(sa_column=Column(String(64), nullable=False, index=True))
+    created_at: datetime = _ts()
+    expires_at: datetime = _ts()

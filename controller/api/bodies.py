@@ -10,13 +10,16 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from controller.api.params import NO_NUL
 from controller.auth import Role
 
+# An action's reason goes into the audit log; the UI's forms take the same limit.
+REASON_MAX_LENGTH = 2000
+
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
 class ActionBody(Body):
-    reason: str = Field(default="", max_length=2000, pattern=NO_NUL)
+    reason: str = Field(default="", max_length=REASON_MAX_LENGTH, pattern=NO_NUL)
     force: bool = False
     immediate: bool = False
     version: int | None = Field(default=None, ge=0, description="compare-and-swap: refuse if stale")
@@ -34,7 +37,7 @@ class PlanBody(Body):
 
 
 class SwitchBody(Body):
-    reason: str = Field(default="", max_length=2000, pattern=NO_NUL)
+    reason: str = Field(default="", max_length=REASON_MAX_LENGTH, pattern=NO_NUL)
     version: int | None = Field(default=None, ge=0)
 
 

@@ -16,7 +16,9 @@ from fastapi import APIRouter, FastAPI, Form, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from controller.api.bodies import REASON_MAX_LENGTH
 from controller.api.evaluation import EvaluationCounts
 from controller.auth import Permission, Principal
 from controller.errors import NotFound, Refused, Unauthorized, VersionConflict
@@ -29,7 +31,9 @@ from controller.ui.session import (
     UiForbidden,
     check_signin_nonce,
     clear_session,
+    end_session,
     new_signin_nonce,
+    open_session,
     safe_next,
     set_session,
     set_signin_nonce,
@@ -59,7 +63,49 @@ def install(app: FastAPI) -> None:
     app.mount("/ui/static", StaticFiles(directory=STATIC), name="ui-static")
     app.add_exception_handler(SignInRequired, _sign_in_required)
     app.add_exception_handler(UiForbidden, _forbidden)
+    app.add_middleware(SecurityHeaders)
     app.include_router(router)
+
+
+# The UI loads only its own script and stylesheet, has no inline script or style, and
+# posts forms only to itself: anything else a page tries (an injected script, a form
+# to another site, being framed) the browser refuses.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+_EVERY_ANSWER = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY")]
+_UI_ONLY = [
+    (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
+    (b"referrer-policy", b"same-origin"),
+]
+
+
+def _is_ui(path: str) -> bool:
+    return path == "/" or path.startswith("/ui/")
+
+
+class SecurityHeaders:
+    """nosniff and no framing on every answer through FastAPI; the CSP on the UI's
+    (the API docs page loads its script from a CDN, which the CSP would block)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        extra = _EVERY_ANSWER + (_UI_ONLY if _is_ui(scope["path"]) else [])
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                added = [(n, v) for n, v in extra if n not in present]
+                message = {**message, "headers": [*message.get("headers", []), *added]}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
 
 
 def _render(
@@ -100,6 +146,18 @@ async def _forbidden(request: Request, exc: Exception) -> Response:
     return _render(request, "error.html", None, 403, title="Not allowed", message=exc.message)
 
 
+def reason_problem(reason: str) -> str | None:
+    """What the API would refuse in a reason (ActionBody, SwitchBody), said for a person."""
+    if len(reason) > REASON_MAX_LENGTH:
+        return (
+            f"The reason is {len(reason)} characters long; at most {REASON_MAX_LENGTH} fit "
+            "in the audit log. Shorten it and try again."
+        )
+    if "\x00" in reason:
+        return "The reason holds a NUL character, which the audit log cannot store."
+    return None
+
+
 def _quote(path: str) -> str:
     return quote(path, safe="/")
 
@@ -111,7 +169,7 @@ def _quote(path: str) -> str:
 def signin_page(request: Request, next: str = "/") -> Response:
     nonce = new_signin_nonce()
     response = _render(request, "signin.html", None, nonce=nonce, next=safe_next(next))
-    set_signin_nonce(response, request, nonce)
+    set_signin_nonce(response, request, request.app.state.runtime.settings, nonce)
     return response
 
 
@@ -143,12 +201,13 @@ def signin(
             request, "signin.html", None, 401, nonce=nonce, next=safe_next(next), error=error
         )
     redirect = RedirectResponse(safe_next(next), status_code=303)
-    set_session(redirect, request, secret)
+    set_session(redirect, request, runtime.settings, open_session(runtime, secret))
     return redirect
 
 
 @router.post("/ui/signout")
-def signout(_user: FormUser) -> Response:
+def signout(request: Request, runtime: RuntimeDep, _user: FormUser) -> Response:
+    end_session(runtime, request.state.ui_session)
     response = RedirectResponse("/ui/signin", status_code=303)
     clear_session(response)
     return response
@@ -246,6 +305,8 @@ def act(
         return refuse(404, f"There is no action {action!r}.")
     if not reason.strip():
         return refuse(422, f"Give a reason for the {chosen}: it goes into the audit log.")
+    if (problem := reason_problem(reason)) is not None:
+        return refuse(422, problem)
     forced = force == "1" and chosen is Action.ADVANCE
     if forced and confirm.strip() != name:
         return refuse(422, f"To force the advance, type the rollout name ({name}) to confirm.")
@@ -365,7 +426,8 @@ def kill_switch(
         )
     key = flag
     turn_on = enabled == "1"
-    if not reason.strip():
+    problem = reason_problem(reason) if reason.strip() else None
+    if not reason.strip() or problem is not None:
         rows = pages.flags_page(runtime, _counts(request))
         return _render(
             request,
@@ -376,7 +438,7 @@ def kill_switch(
             query={},
             result=None,
             problems=[],
-            error=f"Give a reason for switching {key} {'on' if turn_on else 'off'}.",
+            error=problem or f"Give a reason for switching {key} {'on' if turn_on else 'off'}.",
             live_url="/ui/live/flags",
         )
     try:

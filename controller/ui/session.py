@@ -1,10 +1,14 @@
 """Signing in to the web UI, and keeping its forms from being posted by other sites.
 
-The session cookie holds the API token itself (HttpOnly, SameSite=Strict), and every
-UI request authenticates it again, so revoking a token signs its sessions out at once
-and there is no server-side session table to keep in step between replicas.
+Signing in with an API token opens a session: the cookie (HttpOnly, SameSite=Strict,
+Secure over https) holds a random session id, never the token. The database keeps
+only the SHA-256 of that id, with the hash of the token and an expiry
+(``ROLLOUT_UI_SESSION_TTL``), so every replica shares the session, a stolen cookie
+stops working at expiry or sign-out, and a copy of the database opens no session.
+Every UI request looks the session up and checks its token again in the database,
+so revoking the token (on any replica) signs its sessions out at the next page.
 
-CSRF: each form carries ``HMAC-SHA256(key=session token, msg=purpose)``. Another site
+CSRF: each form carries ``HMAC-SHA256(key=session id, msg=purpose)``. Another site
 can neither read the HttpOnly cookie nor compute the MAC, and because the MAC needs
 no server-side secret it is the same on every replica and after a restart. The
 sign-in form, which has no session yet, uses a double-submit cookie instead.
@@ -15,14 +19,19 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from datetime import datetime
 from typing import Annotated
 from urllib.parse import urlsplit
 
 from fastapi import Depends, Request, Response
+from sqlalchemy import delete
+from sqlmodel import col, select
 
-from controller.auth import Permission, Principal
-from controller.errors import Unauthorized
-from controller.runtime import RuntimeDep
+from controller.auth import Permission, Principal, Role, hash_token
+from controller.runtime import Runtime, RuntimeDep
+from controller.settings import Settings
+from controller.tables import TokenRow, UiSessionRow
+from stages.durations import parse_duration
 
 SESSION_COOKIE = "rollout_session"
 SIGNIN_COOKIE = "rollout_signin"
@@ -42,27 +51,88 @@ class UiForbidden(Exception):
         self.message = message
 
 
-def csrf_token(session_token: str) -> str:
-    return hmac.new(session_token.encode(), _CSRF_PURPOSE, hashlib.sha256).hexdigest()
+def csrf_token(session_id: str) -> str:
+    return hmac.new(session_id.encode(), _CSRF_PURPOSE, hashlib.sha256).hexdigest()
 
 
 def new_signin_nonce() -> str:
     return secrets.token_urlsafe(24)
 
 
-def _cookie_options(request: Request) -> dict[str, object]:
+def is_https(request: Request, settings: Settings) -> bool:
+    """Served over TLS, here or (when proxies are trusted) at the proxy in front."""
+    if request.url.scheme == "https":
+        return True
+    if not settings.trust_proxy_headers:
+        return False
+    forwarded = request.headers.get("x-forwarded-proto", "")
+    return forwarded.split(",")[0].strip().lower() == "https"
+
+
+def _cookie_options(request: Request, settings: Settings) -> dict[str, object]:
     # Secure only over https: `rollout serve` on a laptop speaks plain http to 127.0.0.1,
     # where a Secure cookie would never come back.
     return {
         "httponly": True,
         "samesite": "strict",
         "path": "/",
-        "secure": request.url.scheme == "https",
+        "secure": is_https(request, settings),
     }
 
 
-def set_session(response: Response, request: Request, token: str) -> None:
-    response.set_cookie(SESSION_COOKIE, token, **_cookie_options(request))  # type: ignore[arg-type]
+def _session_hash(session_id: str) -> str:
+    return hashlib.sha256(session_id.encode()).hexdigest()
+
+
+def open_session(runtime: Runtime, token: str) -> str:
+    """A new session for ``token`` (already authenticated); returns the cookie value."""
+    session_id = secrets.token_urlsafe(32)
+    now = runtime.clock()
+    ttl = parse_duration(runtime.settings.ui_session_ttl)
+    with runtime.store.write() as session:
+        # Expired sessions are forgotten here, where sessions are made: no sweeper needed.
+        session.execute(delete(UiSessionRow).where(col(UiSessionRow.expires_at) <= now))
+        session.add(
+            UiSessionRow(
+                id_hash=_session_hash(session_id),
+                token_hash=hash_token(token),
+                created_at=now,
+                expires_at=now + ttl,
+            )
+        )
+    return session_id
+
+
+def end_session(runtime: Runtime, session_id: str) -> None:
+    with runtime.store.write() as session:
+        session.execute(
+            delete(UiSessionRow).where(col(UiSessionRow.id_hash) == _session_hash(session_id))
+        )
+
+
+def _session_owner(runtime: Runtime, session_id: str, now: datetime) -> Principal | None:
+    """Who holds this unexpired session, if its token is still live."""
+    with runtime.store.read() as session:
+        row = session.get(UiSessionRow, _session_hash(session_id))
+        if row is None or row.expires_at <= now:
+            return None
+        admin = runtime.settings.admin_token
+        if admin is not None and hmac.compare_digest(
+            hash_token(admin.get_secret_value()), row.token_hash
+        ):
+            return Principal("bootstrap-admin", Role.ADMIN, "bootstrap")
+        token = session.execute(
+            select(TokenRow).where(
+                col(TokenRow.token_hash) == row.token_hash, col(TokenRow.revoked_at).is_(None)
+            )
+        ).scalar_one_or_none()
+        return None if token is None else Principal(token.name, Role(token.role), token.id)
+
+
+def set_session(response: Response, request: Request, settings: Settings, session_id: str) -> None:
+    max_age = int(parse_duration(settings.ui_session_ttl).total_seconds())
+    options = _cookie_options(request, settings)
+    response.set_cookie(SESSION_COOKIE, session_id, max_age=max_age, **options)  # type: ignore[arg-type]
     response.delete_cookie(SIGNIN_COOKIE, path="/")
 
 
@@ -70,8 +140,8 @@ def clear_session(response: Response) -> None:
     response.delete_cookie(SESSION_COOKIE, path="/")
 
 
-def set_signin_nonce(response: Response, request: Request, nonce: str) -> None:
-    options = _cookie_options(request)
+def set_signin_nonce(response: Response, request: Request, settings: Settings, nonce: str) -> None:
+    options = _cookie_options(request, settings)
     response.set_cookie(SIGNIN_COOKIE, nonce, max_age=3600, **options)  # type: ignore[arg-type]
 
 
@@ -94,19 +164,19 @@ def safe_next(target: str | None) -> str:
 
 
 def session_principal(request: Request, runtime: RuntimeDep) -> Principal:
-    token = request.cookies.get(SESSION_COOKIE)
-    if not token:
+    session_id = request.cookies.get(SESSION_COOKIE)
+    if not session_id:
         raise SignInRequired
-    try:
-        principal = runtime.tokens.authenticate(f"Bearer {token}")
-    except Unauthorized:
-        raise SignInRequired from None
+    principal = _session_owner(runtime, session_id, runtime.clock())
+    if principal is None:
+        raise SignInRequired
     if not principal.can(Permission.READ):
         raise UiForbidden(
             f"The token for {principal.name} has role {principal.role}, which may evaluate "
             "flags but not read rollouts. Sign in with a viewer, operator or admin token."
         )
-    request.state.ui_csrf = csrf_token(token)
+    request.state.ui_csrf = csrf_token(session_id)
+    request.state.ui_session = session_id
     return principal
 
 

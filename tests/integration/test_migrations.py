@@ -258,9 +258,16 @@ def make_legacy_database(store: Store) -> None:
 def test_a_create_all_database_is_adopted_at_the_first_revision(store: Store) -> None:
     make_legacy_database(store)
     assert migrate.check(store).state == "legacy"
-    outcome = store.prepare_schema(upgrade=False)
-    assert (outcome.before, outcome.stamped) == (None, True)
-    assert outcome.after == HEAD == migrate.FIRST_REVISION  # else it would need upgrade=True
+    # Adopted at the first revision, then upgraded like any database behind head.
+    moved_on = HEAD != migrate.FIRST_REVISION
+    if moved_on:
+        with pytest.raises(migrate.SchemaBehind):
+            store.prepare_schema(upgrade=False)
+        assert migrate.current(store) is None  # refused whole: not even stamped
+    outcome = store.prepare_schema(upgrade=moved_on)
+    assert outcome.after == HEAD
+    if not moved_on:
+        assert (outcome.before, outcome.stamped) == (None, True)
     assert version_rows(store) == [HEAD]
     assert flag_keys(store) == {"from-before"}
     assert drift(store) == []

@@ -26,6 +26,7 @@ from controller.store import Store
 from controller.ui.session import SESSION_COOKIE, SIGNIN_COOKIE, csrf_token
 from tests.serving import Server, plan_yaml, running_server
 from tests.state_fingerprint import fingerprint
+from tests.ui_sessions import ui_session
 
 PUBLIC = "public"
 # Each role may do everything the one before it may.
@@ -351,9 +352,10 @@ def send(server: Server, call: Call, secret: str | None, *, ui: bool) -> httpx.R
             data["token"] = secret or ""
         elif secret is not None:
             cookies = [c for c in (headers.pop("Cookie", ""),) if c]
-            headers["Cookie"] = "; ".join([*cookies, f"{SESSION_COOKIE}={secret}"])
+            session_id = ui_session(server.database_url, secret)
+            headers["Cookie"] = "; ".join([*cookies, f"{SESSION_COOKIE}={session_id}"])
             if data is not None:
-                data["csrf"] = csrf_token(secret)
+                data["csrf"] = csrf_token(session_id)
     elif secret is not None:
         headers["Authorization"] = f"Bearer {secret}"
     with httpx.Client(base_url=server.url, timeout=15) as client:
