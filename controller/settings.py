@@ -79,15 +79,16 @@ class Settings(BaseSettings):
     # Where people reach this controller (the UI), for links in notifications.
     public_url: str | None = None
 
-    @field_validator("prometheus_password_file")
-    @classmethod
-    def _one_basic_password(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        password = info.data.get("prometheus_password")
     # How long a web UI sign-in lasts before the person signs in again.
     ui_session_ttl: str = "12h"
     # Believe X-Forwarded-Proto (set by a TLS-terminating proxy in front of every
     # replica): the UI's cookies are then Secure when the proxy says https.
     trust_proxy_headers: bool = False
+
+    @field_validator("prometheus_password_file")
+    @classmethod
+    def _one_basic_password(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        password = info.data.get("prometheus_password")
         if value is not None and password is not None:
             raise ValueError("set ROLLOUT_PROMETHEUS_PASSWORD or this, not both")
         username = info.data.get("prometheus_username")
