@@ -95,6 +95,36 @@ def is_ok_evaluation(state: RolloutState, readings: Sequence[GateReading], now: 
     return all(outcome_of(r) is Outcome.OK for r in by_gate.values())
 
 
+def ok_evaluations_after(
+    state: RolloutState, readings: Sequence[GateReading], now: datetime
+) -> int:
+    """The run of consecutive all-ok ticks, this one included: what ``min_evaluations``
+    is compared with.
+
+    Any due gate reading other than ok (hold, no data, error, or a breach whose ``for``
+    has not elapsed) starts the run again: a flapping gate never adds up to enough
+    evidence. A tick with a gate still in its delay read nothing of that gate, so it
+    neither counts nor resets (it can only happen before anything was counted).
+    """
+    if is_ok_evaluation(state, readings, now):
+        return state.ok_evaluations + 1
+    by_gate = readings_by_gate(due_gates(state, now), readings)
+    if any(outcome_of(r) is not Outcome.OK for r in by_gate.values()):
+        return 0
+    return state.ok_evaluations
+
+
+def recent_breach(gate: Gate, past: Sequence[GateMark], now: datetime) -> GateMark | None:
+    """The newest raw rollback or abort of ``gate`` inside its ``for`` window, if any.
+
+    ``for`` tolerates a breach that does not last, so such a breach never rolls back;
+    it must not let the step advance either while it could still be building up.
+    """
+    window_start = now - gate.sustain
+    inside = [m for m in past if m.at > window_start and m.outcome in _BREACHED]
+    return inside[-1] if inside else None
+
+
 def decide(state: RolloutState, readings: Sequence[GateReading], now: datetime) -> Decision:
     if state.status not in ACTIVE_STATUSES:
         return Hold("not running")
@@ -192,7 +222,21 @@ def _decide_running(
         return unavailable
     if blocking := _with(verdicts, Outcome.HOLD, Outcome.NO_DATA, Outcome.ERROR):
         return Hold(f"holding: {_explain(blocking)}")
+    if flapping := _recent_breaches(state, verdicts, now):
+        return Hold(f"holding: {'; '.join(flapping)}")
     return _dwell(state, readings, now)
+
+
+def _recent_breaches(state: RolloutState, verdicts: Sequence[Verdict], now: datetime) -> list[str]:
+    out = []
+    for v in verdicts:
+        mark = recent_breach(v.gate, state.history.get(v.name, ()), now)
+        if mark is not None:
+            out.append(
+                f"{v.name}: {v.why} now, but {mark.outcome} {format_duration(now - mark.at)} "
+                f"ago, within for: {format_duration(v.gate.sustain)}"
+            )
+    return out
 
 
 def _abort(state: RolloutState, reason: str) -> Decision:
@@ -225,16 +269,16 @@ def _dwell(state: RolloutState, readings: Sequence[GateReading], now: datetime) 
     plan = state.plan
     gates = plan.gates_for(state.step)
     left = step_start(state, now) + plan.steps[state.step].hold - now
-    oks = state.ok_evaluations + (1 if is_ok_evaluation(state, readings, now) else 0)
+    oks = ok_evaluations_after(state, readings, now)
     waiting: list[str] = []
     if left > timedelta(0):
         waiting.append(f"dwell: {format_duration(left)} left")
     if gates and oks < plan.min_evaluations:
-        waiting.append(f"{oks} of {plan.min_evaluations} ok evaluations")
+        waiting.append(f"{oks} of {plan.min_evaluations} ok evaluations in a row")
         waiting.extend(_delays_left(state, gates, now))
     if waiting:
         return Hold("; ".join(waiting))
-    evidence = f"{oks} ok evaluations" if gates else "timed ramp"
+    evidence = f"{oks} ok evaluations in a row" if gates else "timed ramp"
     return _next(state, f"dwell {format_duration(plan.steps[state.step].hold)} done, {evidence}")
 
 

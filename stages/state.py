@@ -98,11 +98,13 @@ class RolloutState:
     step_started_at: datetime | None = None
     version: int = 0
     reason: str = ""
-    # Ticks in the current step at which every applicable gate read ok.
+    # The run of consecutive ticks in the current step at which every applicable gate
+    # read ok (``stages.decide.ok_evaluations_after``): one that did not starts it again.
     ok_evaluations: int = 0
     # Consecutive error/no_data outcomes, per gate.
     gate_errors: Mapping[str, int] = field(default_factory=dict)
-    # Recent outcomes per gate, oldest first, trimmed to the longest `for` window.
+    # Recent raw outcomes per gate, oldest first, trimmed to the longest `for` window:
+    # whether a level held over the window, and whether a breach is still inside it.
     history: Mapping[str, tuple[GateMark, ...]] = field(default_factory=dict)
     # The latest outcome per gate (shown while paused; checked by a manual advance).
     last_outcomes: Mapping[str, Outcome] = field(default_factory=dict)
