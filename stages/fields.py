@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import TypeVar
 
 from stages.durations import format_duration, parse_duration
+from stages.limits import MAX_DURATION, MAX_LABELS, MAX_NAME_CHARS, MAX_REGIONS
 from stages.plan import Stage
 from stages.problems import Path, Report, kind, show
 
@@ -85,11 +86,22 @@ def text(report: Report, path: Path, value: object) -> str | None:
 def label(report: Report, path: Path, value: object) -> str | None:
     """A name shown in the UI, logs and audit events (a gate, a region): text with no
     control characters, which would forge lines there (and PostgreSQL refuses NUL)."""
-    name = text(report, path, value)
+    name = short_text(MAX_NAME_CHARS)(report, path, value)
     if name is not None and not name.replace(" ", "").isprintable():
-        report.add(path, f"{name!r} must not contain control characters")
+        report.add(path, f"{show(name)} must not contain control characters")
         return None
     return name
+
+
+def short_text(most: int) -> Reader[str]:
+    def read(report: Report, path: Path, value: object) -> str | None:
+        result = text(report, path, value)
+        if result is not None and len(result) > most:
+            report.add(path, f"at most {most} characters, not {len(result)}")
+            return None
+        return result
+
+    return read
 
 
 def matching(pattern: re.Pattern[str], rule: str) -> Reader[str]:
@@ -147,21 +159,25 @@ def boolean(report: Report, path: Path, value: object) -> bool | None:
 
 
 def duration(report: Report, path: Path, value: object) -> timedelta | None:
-    if not isinstance(value, str | int | float):
-        report.add(path, f"must be a duration like 90s or 1h30m, not {kind(value)}")
-        return None
-    try:
-        return parse_duration(value)
-    except ValueError as exc:
-        report.add(path, str(exc))
-        return None
+    """A duration from 0 to ``MAX_DURATION``: the scheduler adds it to datetimes."""
+    return duration_between(timedelta(0), MAX_DURATION)(report, path, value)
 
 
-def at_least_duration(minimum: timedelta) -> Reader[timedelta]:
+def duration_between(minimum: timedelta, maximum: timedelta) -> Reader[timedelta]:
     def read(report: Report, path: Path, value: object) -> timedelta | None:
-        span = duration(report, path, value)
-        if span is not None and span < minimum:
-            report.add(path, f"must be at least {format_duration(minimum)}")
+        if not isinstance(value, str | int | float):
+            report.add(path, f"must be a duration like 90s or 1h30m, not {kind(value)}")
+            return None
+        try:
+            span = parse_duration(value)
+        except ValueError as exc:
+            report.add(path, str(exc))
+            return None
+        if span < minimum:
+            report.add(path, f"must be at least {format_duration(minimum)}, not {show(value)}")
+            return None
+        if span > maximum:
+            report.add(path, f"must be at most {format_duration(maximum)}, not {show(value)}")
             return None
         return span
 
@@ -179,9 +195,15 @@ def choice(enum: type[E]) -> Reader[E]:
     return read
 
 
-def sequence(report: Report, path: Path, value: object) -> list[object] | None:
+def sequence(
+    report: Report, path: Path, value: object, most: int | None = None, what: str = "items"
+) -> list[object] | None:
+    """A list; longer than ``most`` is one problem, and its items go unread."""
     if not isinstance(value, list | tuple):
         report.add(path, f"must be a list, not {kind(value)}")
+        return None
+    if most is not None and len(value) > most:
+        report.add(path, f"at most {most} {what}, not {len(value)}")
         return None
     return list(value)
 
@@ -201,7 +223,7 @@ def percentage(report: Report, path: Path, value: object) -> float | None:
 
 
 def region_names(report: Report, path: Path, value: object) -> tuple[str, ...] | None:
-    items = sequence(report, path, value)
+    items = sequence(report, path, value, MAX_REGIONS, "regions")
     if items is None:
         return None
     regions: list[str] = []
@@ -229,12 +251,19 @@ def labels(report: Report, path: Path, value: object) -> tuple[tuple[str, str], 
     if not isinstance(value, Mapping):
         report.add(path, f"must be a mapping, not {kind(value)}")
         return None
+    if len(value) > MAX_LABELS:
+        report.add(path, f"at most {MAX_LABELS} labels, not {len(value)}")
+        return None
     labels: list[tuple[str, str]] = []
     for key, item in value.items():
         if not isinstance(key, str):
             report.add(path, f"label names must be strings, not {show(key)}")
+        elif len(key) > MAX_NAME_CHARS:
+            report.add(path, f"label names have at most {MAX_NAME_CHARS} characters: {show(key)}")
         elif not isinstance(item, str):
             report.add((*path, key), f"must be a string, not {kind(item)}")
+        elif len(item) > MAX_NAME_CHARS:
+            report.add((*path, key), f"at most {MAX_NAME_CHARS} characters, not {len(item)}")
         else:
             labels.append((key, item))
     return tuple(labels)

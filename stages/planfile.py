@@ -9,20 +9,22 @@ all (``stages.problems``), each with its path (``steps[3].percent``) and, for YA
 from __future__ import annotations
 
 import itertools
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
+from flags.codec import DOT_KEYS, KEY_PATTERN
 from stages.durations import format_duration
 from stages.fields import (
     at_least,
-    at_least_duration,
     boolean,
     choice,
     count,
     duration,
+    duration_between,
     field,
     known_fields,
     label,
@@ -35,6 +37,16 @@ from stages.fields import (
     sequence,
     stage_set,
     text,
+)
+from stages.limits import (
+    MAX_GATES,
+    MAX_INTERVAL,
+    MAX_PLAN_BYTES,
+    MAX_QUERY_CHARS,
+    MAX_REGIONS,
+    MAX_STEPS,
+    MAX_TEXT_CHARS,
+    MIN_INTERVAL,
 )
 from stages.plan import Gate, OnRollback, Plan, Stage, Step
 from stages.problems import Path, PlanError, Problem, Report, kind, render
@@ -55,22 +67,24 @@ _GATE_FIELDS = (
     *(*_ABOVE, *_BELOW, "for", "delay", "stages"),
 )
 _ROLLOUT_NAME = re.compile(r"[a-z0-9][a-z0-9\-_.]{0,62}")
-_FLAG_KEY = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
 _PERCENT_STAGES = (Stage.CANARY, Stage.GRADUATED)
 _STAGE_ORDER = list(Stage)
 _STEP_BACK = OnRollback.STEP_BACK
-_SECOND = timedelta(seconds=1)
 _MINUTE = timedelta(minutes=1)
 
 
 def parse_plan(text: str) -> Plan:
     """A validated ``Plan`` from plan-file YAML; ``PlanError`` lists every problem with its line."""
     report = Report({})
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_PLAN_BYTES:
+        # Refused before it is read: reading is what a huge file would cost.
+        raise PlanError([Problem("", _too_large("the plan text", size))])
     data = read_yaml(text, report)
     if report.problems and data is None:
         raise PlanError(report.problems)
     plan = _plan(report, data)
-    if plan is None or report.problems:
+    if plan is None or report.problems or _stored_too_large(report, plan):
         raise PlanError(sorted(report.problems, key=lambda p: p.line or 0))
     return plan
 
@@ -79,7 +93,7 @@ def parse_plan_data(data: object) -> Plan:
     """A validated ``Plan`` from already decoded data (a JSON body); lines are ``None``."""
     report = Report({})
     plan = _plan(report, data)
-    if plan is None or report.problems:
+    if plan is None or report.problems or _stored_too_large(report, plan):
         raise PlanError(report.problems)
     return plan
 
@@ -103,12 +117,28 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
     return out
 
 
+def _stored_too_large(report: Report, plan: Plan) -> bool:
+    """Whether the stored form is over the limit: aliases and merge keys can make a
+    short file long, and a stored plan is read again with ``parse_plan_data``."""
+    stored = json.dumps(plan_to_dict(plan), ensure_ascii=False, separators=(",", ":"))
+    size = len(stored.encode("utf-8", "surrogatepass"))
+    if size <= MAX_PLAN_BYTES:
+        return False
+    report.add((), _too_large("the plan as stored (aliases and defaults filled in)", size))
+    return True
+
+
+def _too_large(what: str, size: int) -> str:
+    return f"{what} is {size} bytes, more than {MAX_PLAN_BYTES} (256 KiB)"
+
+
 # --- the plan --------------------------------------------------------------------------
 
 _ROLLOUT_RULE = (
     "lowercase letters, digits, '-', '_', '.', starting with a letter or digit, at most 63"
 )
 _FLAG_RULE = "letters, digits, '-', '_', '.', at most 128"
+_INTERVAL = duration_between(MIN_INTERVAL, MAX_INTERVAL)
 
 
 def _plan(report: Report, data: object) -> Plan | None:
@@ -117,10 +147,11 @@ def _plan(report: Report, data: object) -> Plan | None:
     if fields is None:
         return None
     rollout = required(report, fields, (), "rollout", matching(_ROLLOUT_NAME, _ROLLOUT_RULE))
-    flag = required(report, fields, (), "flag", matching(_FLAG_KEY, _FLAG_RULE))
+    flag = required(report, fields, (), "flag", _flag_key)
     old, new = _variants(report, fields.get("variants"))
     drafts = _drafts(report, fields.get("steps"))
     gates = _gates(report, ("gates",), fields.get("gates"))
+    _check_gate_count(report, len(gates), drafts)
     _check_gate_names(report, [*gates, *(gate for draft in drafts for gate in draft.gates)])
     return Plan(
         rollout=rollout or "",
@@ -129,7 +160,7 @@ def _plan(report: Report, data: object) -> Plan | None:
         gates=tuple(gate for _, gate in gates),
         salt=field(report, fields, (), "salt", text, None),
         description=field(report, fields, (), "description", _description, ""),
-        interval=field(report, fields, (), "interval", at_least_duration(_SECOND), _MINUTE),
+        interval=field(report, fields, (), "interval", _INTERVAL, _MINUTE),
         min_evaluations=field(report, fields, (), "min_evaluations", count, 3),
         max_gate_errors=field(report, fields, (), "max_gate_errors", count, 4),
         rollback_observe=field(report, fields, (), "rollback_observe", duration, 10 * _MINUTE),
@@ -139,9 +170,21 @@ def _plan(report: Report, data: object) -> Plan | None:
     )
 
 
+def _flag_key(report: Report, path: Path, value: object) -> str | None:
+    # The flag's own rule (flags.codec): a plan may not create a flag the API refuses.
+    key = matching(KEY_PATTERN, _FLAG_RULE)(report, path, value)
+    if key in DOT_KEYS:
+        report.add(path, f"{key!r} is not a valid name: '.' and '..' are not addressable in a URL")
+        return None
+    return key
+
+
 def _description(report: Report, path: Path, value: object) -> str | None:
     if not isinstance(value, str):
         report.add(path, f"must be a string, not {kind(value)}")
+        return None
+    if len(value) > MAX_TEXT_CHARS:
+        report.add(path, f"at most {MAX_TEXT_CHARS} characters, not {len(value)}")
         return None
     return value
 
@@ -180,7 +223,7 @@ def _drafts(report: Report, value: object) -> list[_Draft]:
     if value is None:
         report.add(path, "steps is required")
         return []
-    items = sequence(report, path, value)
+    items = sequence(report, path, value, MAX_STEPS, "steps")
     if items == []:
         report.add(path, "a plan needs at least one step")
     drafts = [_draft(report, (*path, i), item) for i, item in enumerate(items or [])]
@@ -300,9 +343,13 @@ def _new_regions(report: Report, draft: _Draft, released: list[str]) -> list[str
     if draft.step.stage is not Stage.REGIONAL or not draft.regions:
         return []
     new = [region for region in draft.regions if region not in released]
+    where = (*draft.path, "regions")
     if not new:
         already = ", ".join(draft.regions)
-        report.add((*draft.path, "regions"), f"adds no new region: {already} already released")
+        report.add(where, f"adds no new region: {already} already released")
+    elif len(released) <= MAX_REGIONS < len(released) + len(new):
+        total = len(released) + len(new)
+        report.add(where, f"a plan releases at most {MAX_REGIONS} regions; this makes {total}")
     return new
 
 
@@ -319,7 +366,7 @@ def _shadow_stop(report: Report, draft: _Draft, stopped_at: Path | None) -> Path
 
 
 def _gates(report: Report, path: Path, value: object) -> list[PathGate]:
-    items = [] if value is None else sequence(report, path, value)
+    items = [] if value is None else sequence(report, path, value, MAX_GATES, "gates")
     gates = [((*path, i), _gate(report, (*path, i), item)) for i, item in enumerate(items or [])]
     return [(where, gate) for where, gate in gates if gate is not None]
 
@@ -329,14 +376,14 @@ def _gate(report: Report, path: Path, value: object) -> Gate | None:
     if fields is None:
         return None
     name = required(report, fields, path, "name", label)
-    query = required(report, fields, path, "query", query_template)
+    query = required(report, fields, path, "query", _query)
     if fields.get("min_samples") is not None and fields.get("samples") is None:
         report.add((*path, "min_samples"), "min_samples needs a samples query to count")
     gate = Gate(
         name=name or "",
         query=query or "",
-        baseline=field(report, fields, path, "baseline", query_template, None),
-        samples=field(report, fields, path, "samples", query_template, None),
+        baseline=field(report, fields, path, "baseline", _query, None),
+        samples=field(report, fields, path, "samples", _query, None),
         min_samples=field(report, fields, path, "min_samples", at_least(0), 0.0),
         sustain=field(report, fields, path, "for", duration, timedelta(0)),
         delay=field(report, fields, path, "delay", duration, timedelta(0)),
@@ -345,6 +392,14 @@ def _gate(report: Report, path: Path, value: object) -> Gate | None:
     )
     # Without a name it cannot be checked for duplicates; its problem is reported.
     return gate if name is not None else None
+
+
+def _query(report: Report, path: Path, value: object) -> str | None:
+    # Checked before the template scan, which would otherwise read all of it.
+    if isinstance(value, str) and len(value) > MAX_QUERY_CHARS:
+        report.add(path, f"at most {MAX_QUERY_CHARS} characters, not {len(value)}")
+        return None
+    return query_template(report, path, value)
 
 
 def _thresholds(report: Report, path: Path, fields: Mapping[str, object]) -> dict[str, float]:
@@ -370,6 +425,18 @@ def _check_order(
         wrong = high_value < low_value if relation == "at least" else high_value > low_value
         if wrong:
             report.add((*path, high), f"{high} must be {relation} {low} ({low_value:g})")
+
+
+def _check_gate_count(report: Report, plan_gates: int, drafts: list[_Draft]) -> None:
+    # Each gate is a query per check: the bound is on all of them, not on each list.
+    total = plan_gates
+    for draft in drafts:
+        total += len(draft.gates)
+        if total > MAX_GATES:
+            where = (*draft.path, "gates")
+            message = f"a plan has at most {MAX_GATES} gates, its own and its steps'"
+            report.add(where, f"{message}; this makes {total}")
+            return
 
 
 def _check_gate_names(report: Report, gates: list[PathGate]) -> None:

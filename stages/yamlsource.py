@@ -6,16 +6,50 @@ Syntax errors, empty files, alias bombs and runaway nesting become problems on t
 
 from __future__ import annotations
 
+from typing import Any
+
 import yaml
 
+from stages.limits import MAX_DEPTH, MAX_YAML_NODES
 from stages.problems import Path, Report
-
-# An alias bomb ("billion laughs") must not expand without bound.
-_MAX_NODES = 100_000
 
 
 class _TooLarge(Exception):
     pass
+
+
+class _TooDeep(Exception):
+    def __init__(self, line: int) -> None:
+        self.line = line
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that stops while composing at ``MAX_DEPTH`` (PyYAML composes
+    recursively: ``[[[[...`` ten thousand deep would exhaust the stack) and at
+    ``MAX_YAML_NODES`` (pure-Python YAML costs some 30 us a node: the text limit alone
+    would allow seconds of work), and while merging at ``MAX_YAML_NODES`` pairs
+    (a PyYAML that kept duplicate merged keys would double ``<<: [*a, *a]`` each level)."""
+
+    depth = 0
+    nodes = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self.depth += 1
+        self.nodes += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                event: Any = self.peek_event()  # type: ignore[no-untyped-call]
+                raise _TooDeep(event.start_mark.line + 1)
+            if self.nodes > MAX_YAML_NODES:
+                raise _TooLarge
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def flatten_mapping(self, node: Any) -> None:
+        super().flatten_mapping(node)
+        if len(node.value) > MAX_YAML_NODES:
+            raise _TooLarge
 
 
 def read_yaml(text: str, report: Report) -> object:
@@ -32,15 +66,18 @@ def read_yaml(text: str, report: Report) -> object:
     except yaml.YAMLError as exc:
         report.add((), f"YAML syntax error: {exc}")
     except _TooLarge:
-        report.add((), f"the plan is too large (more than {_MAX_NODES} YAML nodes)", 1)
+        report.add((), f"the plan is too large (more than {MAX_YAML_NODES} YAML nodes)", 1)
+    except _TooDeep as exc:
+        report.add((), f"the plan nests too deeply (more than {MAX_DEPTH} levels)", exc.line)
     except RecursionError:
-        # PyYAML composes recursively: "[[[[...]]]]" thousands deep exhausts the stack.
+        # The limits above should leave nothing recursive to exhaust the stack; should
+        # some PyYAML path still do so, the answer is a problem, not a crash.
         report.add((), "the plan nests too deeply", 1)
     return None
 
 
 def _compose(text: str, report: Report) -> object:
-    loader = yaml.SafeLoader(text)
+    loader = _Loader(text)
     try:
         node = loader.get_single_node()
         if node is None:
@@ -54,10 +91,10 @@ def _compose(text: str, report: Report) -> object:
 class _NodeReader:
     """Plain data from a composed YAML node tree, noting each path's line on the way."""
 
-    def __init__(self, loader: yaml.SafeLoader, report: Report) -> None:
+    def __init__(self, loader: _Loader, report: Report) -> None:
         self.loader = loader
         self.report = report
-        self.budget = _MAX_NODES
+        self.budget = MAX_YAML_NODES
         self.active: set[int] = set()
 
     def read(self, node: yaml.Node, path: Path) -> object:
@@ -65,6 +102,8 @@ class _NodeReader:
         self.budget -= 1
         if self.budget < 0:
             raise _TooLarge
+        if len(self.active) >= MAX_DEPTH:  # aliases inside aliases nest deeper than the text
+            raise _TooDeep(node.start_mark.line + 1)
         if id(node) in self.active:
             self.report.add(path, "an alias refers to itself")
             return None
