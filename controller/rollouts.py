@@ -38,7 +38,7 @@ from stages.decisions import (
 )
 from stages.plan import Plan
 from stages.planfile import PlanError, parse_plan, parse_plan_data, plan_to_dict
-from stages.state import ACTIVE_STATUSES, GateReading, RolloutState, Status, serving
+from stages.state import ACTIVE_STATUSES, GateReading, RolloutState, Serving, Status, serving
 from stages.transitions import apply as apply_decision
 
 
@@ -180,20 +180,10 @@ class Rollouts:
         old = state_from_row(row)
         if row.plan == plan_data:
             return ApplyResult("unchanged", rollout_view(row, old, now), [])
-        _check_served_step_kept(old, plan)
-        _ensure_flag(session, plan, actor, now)
         changes = _describe_changes(row.plan, plan_data)
-        step = 0 if old.status is Status.PENDING else min(old.step, len(plan.steps) - 1)
-        known = {g.name for i in range(len(plan.steps)) for g in plan.gates_for(i)}
-        # Keep where the rollout is; forget what is known about gates the plan dropped.
-        state = replace(
-            old,
-            plan=plan,
-            step=step,
-            gate_errors={g: n for g, n in old.gate_errors.items() if g in known},
-            history={g: m for g, m in old.history.items() if g in known},
-            last_outcomes={g: o for g, o in old.last_outcomes.items() if g in known},
-        )
+        state = _replanned(old, plan)
+        _check_serving_kept(old, state)
+        _ensure_flag(session, plan, actor, now)
         version = _cas(
             session, row, state, now, bump=True, extra={"plan": plan_data, "plan_source": source}
         )
@@ -473,29 +463,84 @@ def _ensure_flag(session: Session, plan: Plan, actor: str, now: datetime) -> Non
         row.updated_at = now
 
 
-def _check_served_step_kept(old: RolloutState, plan: Plan) -> None:
-    """A plan change must not move what users are served right now."""
-    if old.status not in ACTIVE_STATUSES and old.status is not Status.COMPLETED:
+def _replanned(old: RolloutState, plan: Plan) -> RolloutState:
+    """The state under the new plan: where the rollout is (a completed one at the new
+    last step), minus what is known about gates the plan dropped."""
+    if old.status is Status.PENDING:
+        step = 0
+    elif old.status is Status.COMPLETED:
+        step = plan.last_step
+    else:
+        step = min(old.step, len(plan.steps) - 1)
+    known = {g.name for i in range(len(plan.steps)) for g in plan.gates_for(i)}
+    return replace(
+        old,
+        plan=plan,
+        step=step,
+        max_step_reached=min(old.max_step_reached, plan.last_step),
+        gate_errors={g: n for g, n in old.gate_errors.items() if g in known},
+        history={g: m for g, m in old.history.items() if g in known},
+        last_outcomes={g: o for g, o in old.last_outcomes.items() if g in known},
+    )
+
+
+def _check_serving_kept(old: RolloutState, new: RolloutState) -> None:
+    """A plan change never moves what users get: only a recorded transition may.
+
+    Whatever the status, what the rollout serves with the new plan must be what it
+    serves now (stage, percent, regions, dual-write); the refusal says how to get
+    there with transitions instead."""
+    plan = new.plan
+    if old.status in ACTIVE_STATUSES and old.step >= len(plan.steps):
+        raise Conflict(
+            f"rollout {plan.rollout!r} is {_said(old.status)} at step {old.step + 1}; the new "
+            f"plan has only {len(plan.steps)} steps (pause and roll back first, or abort)"
+        )
+    before, after = serving(old), serving(new)
+    if _exposure(before) == _exposure(after):
         return
-    served = serving(old)
-    index = served.step
-    if index >= len(plan.steps):
+    now_text = _exposure_text(before)
+    field = f"steps[{after.step}]"
+    then_text = f"{field} ({_exposure_text(after)})"
+    moves = "applying it would move users now without a gate, approval or recorded transition"
+    name = plan.rollout
+    if old.status is Status.COMPLETED:
         raise Conflict(
-            f"rollout {plan.rollout!r} is {old.status} at step {index}; the new plan has only "
-            f"{len(plan.steps)} steps (pause and roll back first, or abort)"
+            f"rollout {name!r} is completed and serves its last step ({now_text}); the new "
+            f"plan would serve its last step {then_text}: {moves}. Keep the last step as it "
+            f"is, or roll back first: `rollout rollback {name} --immediate`, apply the plan, "
+            f"then `rollout retry {name}` starts it from its first step"
         )
-    new = plan.steps[index]
-    if (new.stage, new.percent, new.regions, new.shadow) != (
-        served.stage,
-        served.percent,
-        served.regions,
-        served.shadow,
-    ):
+    if old.status is Status.ROLLED_BACK:
         raise Conflict(
-            f"rollout {plan.rollout!r} is {old.status} at step {index} ({served.stage} "
-            f"{served.percent:g}%); the new plan changes that step's exposure, which would move "
-            "users now. Keep the current step as it is, or abort and retry."
+            f"rollout {name!r} is rolled back and serves its first step ({now_text}); the new "
+            f"plan's {then_text} differs: {moves}. Keep steps[0] as it is, or abort first "
+            f"(`rollout abort {name}`), apply the plan, then `rollout retry {name}` starts it "
+            "from its first step"
         )
+    raise Conflict(
+        f"rollout {name!r} is {_said(old.status)} at step {before.step + 1} ({now_text}); the "
+        f"new plan's {then_text} changes that step's exposure: {moves}. Keep {field} as it "
+        "is (change only later steps), or abort and retry"
+    )
+
+
+def _exposure(served: Serving) -> tuple[object, ...] | None:
+    # Serving nothing (pending, aborted) is the same whatever the plan says.
+    if served.step < 0:
+        return None
+    return (served.stage, served.percent, served.regions, served.shadow)
+
+
+def _exposure_text(served: Serving) -> str:
+    text = f"{served.stage} {served.percent:g}%"
+    if served.regions:
+        text += " + " + ",".join(sorted(served.regions))
+    return text + (", dual-write on" if served.shadow else ", dual-write off")
+
+
+def _said(status: Status) -> str:
+    return str(status).replace("_", " ")
 
 
 def _describe_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

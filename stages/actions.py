@@ -158,6 +158,9 @@ def _resume(state: RolloutState, now: datetime, reason: str) -> RolloutState:
 
 
 def _approve(state: RolloutState, now: datetime, reason: str) -> RolloutState:
+    # A plan applied while awaiting approval may have dropped the step it waited for.
+    if state.step >= state.plan.last_step:
+        return replace(state, status=Status.COMPLETED, reason=reason, observe_until=None)
     return enter_step(state, state.step + 1, Status.RUNNING, now, reason)
 
 
