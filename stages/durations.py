@@ -31,6 +31,10 @@ _PARTS = re.compile(rf"(?:{_PART.pattern})+")
 _EXAMPLES = "e.g. 90s, 5m, 1h30m, 7d, 500ms"
 
 
+class DurationTooLong(ValueError):
+    """Longer than a ``timedelta`` holds (999,999,999 days)."""
+
+
 def parse_duration(text: str | int | float) -> timedelta:
     """A non-negative ``timedelta`` from ``"1h30m"``, ``"500ms"`` or a number of seconds."""
     # bool is an int subclass; ``hold: true`` is a mistake, not one second.
@@ -64,7 +68,8 @@ def _from_seconds(seconds: int | float) -> timedelta:
     try:
         return timedelta(seconds=seconds)
     except OverflowError:
-        raise ValueError(f"duration too long: {seconds!r}") from None
+        # Not the number itself: str() refuses an int of more than 4,300 digits.
+        raise DurationTooLong("duration too long") from None
 
 
 def _from_text(text: str) -> timedelta:
@@ -85,7 +90,7 @@ def _from_micros(micros: Decimal, text: str) -> timedelta:
     try:
         return timedelta(microseconds=int(micros.to_integral_value()))
     except OverflowError:
-        raise ValueError(f"duration too long: {text!r}") from None
+        raise DurationTooLong(f"duration too long: {text[:40]!r}") from None
 
 
 def _check_order(text: str, units: list[str]) -> None:

@@ -14,7 +14,7 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import TypeVar
 
-from stages.durations import format_duration, parse_duration
+from stages.durations import DurationTooLong, format_duration, parse_duration
 from stages.limits import MAX_DURATION, MAX_LABELS, MAX_NAME_CHARS, MAX_REGIONS
 from stages.plan import Stage
 from stages.problems import Path, Report, kind, show
@@ -170,6 +170,8 @@ def duration_between(minimum: timedelta, maximum: timedelta) -> Reader[timedelta
             return None
         try:
             span = parse_duration(value)
+        except DurationTooLong:
+            span = maximum + timedelta(microseconds=1)
         except ValueError as exc:
             report.add(path, str(exc))
             return None

@@ -77,6 +77,15 @@ def kind(value: object) -> str:
 
 
 def show(value: object) -> str:
-    """A value as quoted in a message, cut short: a body may hold anything."""
-    text = repr(value)
+    """A value as quoted in a message, cut short: a body may hold anything. A list or a
+    mapping is named by its kind: its repr may be huge, or nest deeper than the stack."""
+    if isinstance(value, str):
+        text = repr(value[:61])
+    elif value is None or isinstance(value, bool | int | float):
+        try:
+            text = repr(value)
+        except ValueError:  # an int of more than 4,300 digits
+            return "a number too long to show"
+    else:
+        return kind(value)
     return text if len(text) <= 60 else f"{text[:57]}..."

@@ -118,7 +118,15 @@ class _NodeReader:
             return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
             return [self.read(item, (*path, i)) for i, item in enumerate(node.value)]
-        return self.loader.construct_object(node)
+        return self._scalar(node, path)
+
+    def _scalar(self, node: yaml.Node, path: Path) -> object:
+        try:
+            return self.loader.construct_object(node)
+        except ValueError as exc:
+            # int() refuses more than 4,300 digits: "percent: 999...9" is a problem.
+            self.report.add(path, f"cannot read this value: {exc}".split(";")[0])
+            return None
 
     def _mapping(self, node: yaml.MappingNode, path: Path) -> dict[object, object]:
         self._check_twice(node, path)
@@ -148,7 +156,7 @@ class _NodeReader:
 
     def _key(self, node: yaml.Node, path: Path) -> object:
         if isinstance(node, yaml.ScalarNode):
-            key = self.loader.construct_object(node)
+            key = self._scalar(node, path)
             if key is not None:
                 return key
         self.report.add(path, "field names must be plain strings", node.start_mark.line + 1)
