@@ -36,6 +36,8 @@ def _rest(remainder: int, size: int) -> str:
 
 
 def serving_text(serving: dict[str, Any]) -> str:
+    if serving.get("kill_switch"):
+        return "0% (kill switch: the flag is disabled, everyone gets its default)"
     if serving["step"] < 0:
         return "old to everyone (no dual-write)"
     parts = [f"{serving['percent']:g}%"]
@@ -109,7 +111,9 @@ def evaluation_text(e: dict[str, Any]) -> str:
     if e.get("errorCode"):
         line += f" error={e['errorCode']}"
     rollout = e.get("rollout")
-    if rollout:
+    if e.get("reason") == "DISABLED":
+        line += "\n  kill switch: the flag is disabled, everyone gets its default"
+    elif rollout:
         line += (
             f"\n  rollout {rollout['name']}: {rollout['status']}, {rollout['stage']} "
             f"{rollout['percent']:g}%, dual-write {'on' if rollout['shadow'] else 'off'}"

@@ -1,5 +1,9 @@
 """Flag use cases: create or replace a definition, flip the kill switch, delete.
-Each is one transaction with a version compare-and-swap and an audit event."""
+Each is one transaction with a version compare-and-swap and an audit event.
+
+Flipping the kill switch of a flag that a rollout drives changes that rollout in the
+same transaction (``Rollouts.follow_kill_switch``): disabling pauses it, enabling
+restarts its step's dwell and leaves it paused for a person to resume."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from sqlmodel import col, select
 
 from controller import audit
 from controller.errors import Invalid, NotFound, Refused, VersionConflict
+from controller.rollouts import Rollouts
 from controller.store import Store
 from controller.tables import FlagRow, RolloutRow
 from flags.codec import FlagDefinitionError, flag_from_dict, flag_to_dict
@@ -40,9 +45,14 @@ def parse_flag(body: object, key: str) -> Flag:
 
 
 class Flags:
-    def __init__(self, store: Store, on_change: Callable[[], None]) -> None:
+    def __init__(
+        self, store: Store, on_change: Callable[[], None], rollouts: Rollouts | None = None
+    ) -> None:
         self._store = store
         self._on_change = on_change
+        # Without the app's Rollouts the kill switch still pauses (audited), but tells
+        # no webhook or metric: callers with a runtime pass runtime.rollouts.
+        self._rollouts = rollouts if rollouts is not None else Rollouts(store, on_change)
 
     def list_all(self) -> list[dict[str, Any]]:
         with self._store.read() as session:
@@ -61,10 +71,13 @@ class Flags:
         actor: str,
         now: datetime,
         expected_version: int | None,
+        rollouts: Rollouts | None = None,
     ) -> tuple[str, dict[str, Any]]:
         """Create or replace. Replacing needs the version the client read."""
         flag = parse_flag(body, key)
         definition = flag_to_dict(flag)
+        rollouts = rollouts or self._rollouts
+        followed: str | None = None
         with self._store.write() as session:
             row = session.get(FlagRow, key)
             if row is None:
@@ -92,6 +105,7 @@ class Flags:
                 if row.definition == definition:
                     _check_version(row, expected_version)
                     return "unchanged", flag_view(row)
+                was_enabled = _enabled(row)
                 _cas(session, row, expected_version, now, definition=definition)
                 audit.record(
                     session,
@@ -103,12 +117,18 @@ class Flags:
                     reason="flag replaced",
                     details={"enabled": flag.enabled},
                 )
+                if not flag.enabled or not was_enabled:
+                    followed = rollouts.follow_kill_switch(
+                        session, key, flag.enabled, actor=actor, now=now
+                    )
                 outcome = "updated"
             audit.bump_revision(session)
             session.flush()
             session.refresh(row)
             view = flag_view(row)
         self._on_change()
+        if followed is not None:
+            rollouts.transitioned(followed, "pause")
         return outcome, view
 
     def set_enabled(
@@ -120,10 +140,14 @@ class Flags:
         now: datetime,
         reason: str,
         expected_version: int | None,
+        rollouts: Rollouts | None = None,
     ) -> dict[str, Any]:
         """The kill switch: a disabled flag serves its default to everyone."""
+        rollouts = rollouts or self._rollouts
+        followed: str | None = None
         with self._store.write() as session:
             row = _load(session, key)
+            was_enabled = _enabled(row)
             version = row.version if expected_version is None else expected_version
             definition = {**row.definition, "enabled": enabled}
             _cas(session, row, version, now, definition=definition)
@@ -137,11 +161,15 @@ class Flags:
                 version=version + 1,
                 reason=reason or ("enabled" if enabled else "kill switch"),
             )
+            if not enabled or not was_enabled:
+                followed = rollouts.follow_kill_switch(session, key, enabled, actor=actor, now=now)
             audit.bump_revision(session)
             session.flush()
             session.refresh(row)
             view = flag_view(row)
         self._on_change()
+        if followed is not None:
+            rollouts.transitioned(followed, "pause")
         return view
 
     def delete(self, key: str, *, actor: str, now: datetime) -> None:
@@ -167,6 +195,10 @@ def _load(session: Session, key: str) -> FlagRow:
     if row is None:
         raise NotFound(f"flag {key!r} not found")
     return row
+
+
+def _enabled(row: FlagRow) -> bool:
+    return row.definition.get("enabled", True) is not False
 
 
 def _check_version(row: FlagRow, expected: int) -> None:

@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from controller.api.evaluation import EvaluationCounts
 from controller.auth import Permission, require
 from controller.mapping import state_from_row
+from controller.rollouts import flags_enabled
 from controller.runtime import Runtime, RuntimeDep
 from controller.tables import GateEvaluationRow, RolloutRow
 from controller.webhooks import WebhookCollector
@@ -121,7 +122,13 @@ class StateCollector(Collector):
         )
         percent = GaugeMetricFamily(
             "rollout_percent",
-            "Percent of users the rollout serves the new variant now.",
+            "Percent of users the rollout serves the new variant now (0 while its flag's "
+            "kill switch is on).",
+            labels=("rollout",),
+        )
+        kill_switch = GaugeMetricFamily(
+            "rollout_kill_switch",
+            "1 while the rollout's flag is disabled (everyone gets its default), else 0.",
             labels=("rollout",),
         )
         threshold = GaugeMetricFamily(
@@ -133,17 +140,20 @@ class StateCollector(Collector):
         active: set[str] = set()
         with self._runtime.store.read() as session:
             rows = list(session.execute(select(RolloutRow)).scalars())
+            enabled = flags_enabled(session)
             for row in rows:
                 state = state_from_row(row)
                 for s in Status:
                     status.add_metric([row.name, s.value], 1 if s is state.status else 0)
                 step.add_metric([row.name], state.step + 1)
-                percent.add_metric([row.name], _served_percent(state))
+                killed = enabled.get(row.flag_key) is not True
+                percent.add_metric([row.name], 0.0 if killed else _served_percent(state))
+                kill_switch.add_metric([row.name], 1 if killed else 0)
                 if state.status in ACTIVE_STATUSES:
                     active.add(row.name)
                     _add_thresholds(threshold, row.name, state)
             gates = _latest_gate_rows(session, active)
-        return [status, step, percent, threshold, *_gate_families(gates)]
+        return [status, step, percent, kill_switch, threshold, *_gate_families(gates)]
 
     def _evaluations(self) -> Metric:
         family = CounterMetricFamily(

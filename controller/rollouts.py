@@ -39,6 +39,12 @@ from stages.decisions import (
 from stages.plan import Plan
 from stages.planfile import PlanError, parse_plan, parse_plan_data, plan_to_dict
 from stages.state import ACTIVE_STATUSES, GateReading, RolloutState, Serving, Status, serving
+from stages.transitions import (
+    after_kill_switch,
+    kill_switch_reason,
+    pause_for_kill_switch,
+    paused_by_kill_switch,
+)
 from stages.transitions import apply as apply_decision
 
 
@@ -88,12 +94,16 @@ class Rollouts:
     def list_all(self, now: datetime) -> list[dict[str, Any]]:
         with self._store.read() as session:
             rows = session.execute(select(RolloutRow).order_by(col(RolloutRow.name))).scalars()
-            return [rollout_view(r, state_from_row(r), now) for r in rows]
+            enabled = flags_enabled(session)
+            return [
+                with_kill_switch(rollout_view(r, state_from_row(r), now), enabled.get(r.flag_key))
+                for r in rows
+            ]
 
     def get(self, name: str, now: datetime) -> dict[str, Any]:
         with self._store.read() as session:
             row = _load(session, name)
-            return rollout_view(row, state_from_row(row), now)
+            return view_of(session, row, state_from_row(row), now)
 
     def running_names(self) -> list[str]:
         with self._store.read() as session:
@@ -160,7 +170,7 @@ class Rollouts:
         )
         audit.bump_revision(session)
         session.flush()
-        return ApplyResult("created", rollout_view(row, state, now), ["created"])
+        return ApplyResult("created", view_of(session, row, state, now), ["created"])
 
     def _update(
         self,
@@ -179,7 +189,7 @@ class Rollouts:
             )
         old = state_from_row(row)
         if row.plan == plan_data:
-            return ApplyResult("unchanged", rollout_view(row, old, now), [])
+            return ApplyResult("unchanged", view_of(session, row, old, now), [])
         changes = _describe_changes(row.plan, plan_data)
         state = _replanned(old, plan)
         _check_serving_kept(old, state)
@@ -202,7 +212,7 @@ class Rollouts:
         )
         audit.bump_revision(session)
         fresh = _load(session, row.name)
-        return ApplyResult("updated", rollout_view(fresh, state, now), changes)
+        return ApplyResult("updated", view_of(session, fresh, state, now), changes)
 
     # -- manual actions ------------------------------------------------------
 
@@ -227,9 +237,16 @@ class Rollouts:
                     current_version=row.version,
                 )
             before = state_from_row(row)
+            enabled = flag_enabled(session, row.flag_key)
             try:
                 after = perform(
-                    before, action, now, force=force, immediate=immediate, reason=reason
+                    before,
+                    action,
+                    now,
+                    force=force,
+                    immediate=immediate,
+                    reason=reason,
+                    flag_enabled=enabled,
                 )
             except ActionRefused as exc:
                 raise Refused(exc.reason) from exc
@@ -249,14 +266,14 @@ class Rollouts:
                     "force": force,
                     "immediate": immediate,
                     "gates": {g: o.value for g, o in before.last_outcomes.items()},
-                    "serving_before": _serving_json(before),
-                    "serving_after": _serving_json(after),
+                    "serving_before": _serving_json(before, enabled),
+                    "serving_after": _serving_json(after, enabled),
                 },
             )
             self._notify(session, event, before, after)
             audit.bump_revision(session)
             fresh = _load(session, name)
-            view = rollout_view(fresh, after, now)
+            view = with_kill_switch(rollout_view(fresh, after, now), enabled)
         self._on_change()
         self._transitioned(name, action.value)
         return view
@@ -285,6 +302,7 @@ class Rollouts:
             version = _cas(session, row, after, now, bump=transition, extra={"checked_at": now})
             session.add_all(gate_history.rows_for(name, before.step, readings))
             if transition:
+                enabled = flag_enabled(session, row.flag_key)
                 event = audit.record(
                     session,
                     at=now,
@@ -298,8 +316,8 @@ class Rollouts:
                     reason=decision.reason,
                     details={
                         "readings": [_reading_json(r) for r in readings],
-                        "serving_before": _serving_json(before),
-                        "serving_after": _serving_json(after),
+                        "serving_before": _serving_json(before, enabled),
+                        "serving_after": _serving_json(after, enabled),
                     },
                 )
                 self._notify(session, event, before, after)
@@ -308,6 +326,59 @@ class Rollouts:
             self._on_change()
             self._transitioned(name, DECISION_ACTIONS[type(decision)])
         return after
+
+    # -- the kill switch ---------------------------------------------------------
+
+    def follow_kill_switch(
+        self, session: Session, flag: str, enabled: bool, *, actor: str, now: datetime
+    ) -> str | None:
+        """Inside the transaction that flips ``flag``'s kill switch: pause the active
+        rollout that drives it (disabled), or restart its step, still paused (enabled).
+        Returns the rollout that made a transition; tell ``transitioned`` after commit."""
+        query = select(RolloutRow).where(col(RolloutRow.flag_key) == flag)
+        # Locked, so a scheduler tick racing with the kill switch loses, not the switch.
+        row = session.execute(query.with_for_update()).scalar_one_or_none()
+        if row is None:
+            return None
+        before = state_from_row(row)
+        if not enabled:
+            reason = kill_switch_reason(flag, actor)
+            if before.status not in ACTIVE_STATUSES or paused_by_kill_switch(before):
+                return None
+            after = pause_for_kill_switch(before, reason)
+        else:
+            if not paused_by_kill_switch(before):
+                return None
+            reason = (
+                f"kill switch off: flag {flag} enabled by {actor}; it serves step "
+                f"{before.step + 1} again and its dwell starts again. Still paused: resume "
+                "to continue"
+            )
+            after = after_kill_switch(before, now, reason)
+        version = _cas(session, row, after, now, bump=True)
+        event = audit.record(
+            session,
+            at=now,
+            actor=actor,
+            action=Action.PAUSE.value,
+            rollout=row.name,
+            flag=flag,
+            before=before,
+            after=after,
+            version=version,
+            reason=reason,
+            details={
+                "kill_switch": not enabled,
+                "serving_before": _serving_json(before, not enabled),
+                "serving_after": _serving_json(after, enabled),
+            },
+        )
+        self._notify(session, event, before, after)
+        return row.name
+
+    def transitioned(self, name: str, action: str) -> None:
+        """After a transition made in another use case's transaction has committed."""
+        self._transitioned(name, action)
 
     def _notify(
         self, session: Session, event: AuditRow, before: RolloutState, after: RolloutState
@@ -548,9 +619,40 @@ def _describe_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return [f"{k} changed" for k in keys if old.get(k) != new.get(k)]
 
 
-def _serving_json(state: RolloutState) -> dict[str, Any]:
+def _serving_json(state: RolloutState, flag_enabled: bool) -> dict[str, Any]:
     served = serving(state)
+    if not flag_enabled:
+        return {"step": served.step, "percent": 0.0, "regions": [], "kill_switch": True}
     return {"step": served.step, "percent": served.percent, "regions": sorted(served.regions)}
+
+
+def flag_enabled(session: Session, key: str) -> bool:
+    """Whether the flag's kill switch lets it serve; a missing flag serves nothing."""
+    row = session.get(FlagRow, key)
+    return row is not None and row.definition.get("enabled", True) is not False
+
+
+def flags_enabled(session: Session) -> dict[str, bool]:
+    rows = session.execute(select(FlagRow.key, FlagRow.definition)).all()
+    return {key: definition.get("enabled", True) is not False for key, definition in rows}
+
+
+def view_of(
+    session: Session, row: RolloutRow, state: RolloutState, now: datetime
+) -> dict[str, Any]:
+    """The API's view of a rollout, with what its flag's kill switch does to it."""
+    return with_kill_switch(rollout_view(row, state, now), flag_enabled(session, row.flag_key))
+
+
+def with_kill_switch(view: dict[str, Any], enabled: bool | None) -> dict[str, Any]:
+    """A disabled flag gives everyone its default, whatever the rollout's step says:
+    ``serving`` says so (0 %, no regions) and ``kill_switch`` says why."""
+    killed = enabled is not True
+    view["kill_switch"] = killed
+    view["serving"] = {**view["serving"], "kill_switch": killed}
+    if killed:
+        view["serving"].update(percent=0.0, regions=[])
+    return view
 
 
 def _reading_json(r: GateReading) -> dict[str, Any]:

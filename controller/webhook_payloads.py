@@ -47,7 +47,9 @@ class TransitionEvent:
     reason: str
     before: Position
     after: Position
-    serving: dict[str, Any]  # what users get after the transition
+    # What users get after the transition; ``kill_switch: true`` (and 0 %) while the
+    # flag is disabled.
+    serving: dict[str, Any]
 
 
 def json_payload(event: TransitionEvent, public_url: str | None) -> dict[str, Any]:
@@ -125,6 +127,8 @@ def slack_summary(event: TransitionEvent) -> str:
 
 
 def _serving_text(serving: dict[str, Any]) -> str:
+    if serving.get("kill_switch"):
+        return "0% (kill switch: the flag is disabled)"
     if serving.get("step", -1) < 0:
         return "old to everyone"
     text = f"{serving.get('percent', 0):g}%"

@@ -66,6 +66,13 @@ _HINTS: Mapping[tuple[Action, Status], str] = {
 
 _BLOCKING = frozenset({Outcome.ROLLBACK, Outcome.ABORT})
 
+# What may not happen while the rollout's flag is disabled: each would move a rollout
+# on (or count its time) while the kill switch serves nobody the new side. Pausing,
+# rolling back and aborting stay allowed: they only narrow.
+NEEDS_FLAG_ENABLED = frozenset(
+    {Action.START, Action.RESUME, Action.ADVANCE, Action.APPROVE, Action.RETRY}
+)
+
 
 class ActionRefused(Exception):
     """A manual action that the rollout's status (or its gates) does not allow."""
@@ -88,9 +95,16 @@ def perform(
     force: bool = False,
     immediate: bool = False,
     reason: str = "",
+    flag_enabled: bool = True,
 ) -> RolloutState:
     if state.status not in ALLOWED[action]:
         raise ActionRefused(_refusal(state, action))
+    if not flag_enabled and action in NEEDS_FLAG_ENABLED:
+        flag = state.plan.flag
+        raise ActionRefused(
+            f"cannot {action}: flag {flag} is disabled (kill switch), so the rollout serves "
+            f"the old side to everyone; enable the flag first (rollout flag enable {flag})"
+        )
     if action is Action.ADVANCE:
         return _advance(state, now, force, reason)
     if action is Action.ROLLBACK:

@@ -126,6 +126,33 @@ def _carry_out(state: RolloutState, decision: Decision, now: datetime) -> Rollou
             return roll_back(state, now, reason)
 
 
+# The reason a kill switch pauses with; enabling the flag looks for it.
+KILL_SWITCH_PREFIX = "kill switch: "
+
+
+def kill_switch_reason(flag: str, actor: str) -> str:
+    return (
+        f"{KILL_SWITCH_PREFIX}flag {flag} disabled by {actor}; it serves the old side to "
+        "everyone. Enabling the flag does not resume: a person resumes"
+    )
+
+
+def paused_by_kill_switch(state: RolloutState) -> bool:
+    return state.status is Status.PAUSED and state.reason.startswith(KILL_SWITCH_PREFIX)
+
+
+def pause_for_kill_switch(state: RolloutState, reason: str) -> RolloutState:
+    """Stop where it is: while the flag is disabled nobody gets this step, so nothing
+    about it may count toward advancing."""
+    return replace(state, status=Status.PAUSED, reason=reason, observe_until=None)
+
+
+def after_kill_switch(state: RolloutState, now: datetime, reason: str) -> RolloutState:
+    """The flag serves the step again: its dwell, delays and evidence start now, since
+    the time under the kill switch served nobody the new side. Still paused."""
+    return enter_step(state, state.step, Status.PAUSED, now, reason)
+
+
 def step_back(state: RolloutState, to_step: int, now: datetime, reason: str) -> RolloutState:
     entered = enter_step(state, to_step, Status.ROLLING_BACK, now, reason)
     return replace(entered, observe_until=now + state.plan.rollback_observe)

@@ -39,7 +39,12 @@ def put_flag(
     for server_field in ("managed_by", "created_at", "updated_at"):
         body.pop(server_field, None)
     outcome, view = runtime.flags.put(
-        key, body, actor=who.actor, now=runtime.clock(), expected_version=version
+        key,
+        body,
+        actor=who.actor,
+        now=runtime.clock(),
+        expected_version=version,
+        rollouts=runtime.rollouts,
     )
     response.status_code = 201 if outcome == "created" else 200
     return {"outcome": outcome, "flag": view}
@@ -56,6 +61,7 @@ def enable_flag(
         now=runtime.clock(),
         reason=body.reason,
         expected_version=body.version,
+        rollouts=runtime.rollouts,
     )
 
 
@@ -63,7 +69,8 @@ def enable_flag(
 def disable_flag(
     key: PathText, body: SwitchBody, runtime: RuntimeDep, who: Operator
 ) -> dict[str, Any]:
-    """The kill switch: everyone gets the flag's default variant."""
+    """The kill switch: everyone gets the flag's default variant. A rollout that drives
+    the flag is paused in the same transaction; enabling the flag does not resume it."""
     return runtime.flags.set_enabled(
         key,
         False,
@@ -71,6 +78,7 @@ def disable_flag(
         now=runtime.clock(),
         reason=body.reason,
         expected_version=body.version,
+        rollouts=runtime.rollouts,
     )
 
 

@@ -18,13 +18,14 @@ from sqlmodel import col, select
 from controller import gate_history
 from controller.audit import list_events
 from controller.errors import NotFound
-from controller.mapping import rollout_view, state_from_row
+from controller.mapping import state_from_row
+from controller.rollouts import view_of
 from controller.runtime import Runtime
 from controller.tables import RolloutRow
 from controller.ui import charts
 from controller.ui.forecast import Forecast, forecast
 from flags.model import EvaluationContext
-from stages.actions import Action, available_actions
+from stages.actions import NEEDS_FLAG_ENABLED, Action, available_actions
 from stages.plan import Gate
 from stages.state import RolloutState, Status, serving
 
@@ -103,12 +104,24 @@ def _card(session: Session, row: RolloutRow, now: datetime) -> RolloutCard:
     latest = gate_history.latest(session, row.name)
     next_check = _next_check(row, state, now)
     lights = _lights(state)
+    view = view_of(session, row, state, now)
+    actions = available_actions(state)
+    ahead = forecast(state, latest, now, next_check)
+    if view["kill_switch"]:
+        # The buttons the API would refuse are not offered; the headline says why.
+        actions = [a for a in actions if a not in NEEDS_FLAG_ENABLED]
+        ahead = Forecast(
+            "danger",
+            f"kill switch: flag {row.flag_key} is disabled, everyone gets the old side; "
+            "enabling it does not resume the rollout",
+            ahead.headline,
+        )
     return RolloutCard(
-        view=rollout_view(row, state, now),
-        forecast=forecast(state, latest, now, next_check),
+        view=view,
+        forecast=ahead,
         lights=lights,
         next_check_in=next_check.total_seconds() if next_check is not None else None,
-        actions=[a.value for a in available_actions(state)],
+        actions=[a.value for a in actions],
     )
 
 

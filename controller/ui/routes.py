@@ -449,6 +449,7 @@ def kill_switch(
             now=runtime.clock(),
             reason=reason.strip(),
             expected_version=None,
+            rollouts=runtime.rollouts,
         )
     except NotFound as exc:
         return _render(request, "error.html", user, 404, title="Not found", message=exc.message)
