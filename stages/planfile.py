@@ -53,7 +53,14 @@ from stages.problems import Path, PlanError, Problem, Report, kind, render
 from stages.query_templates import query_template
 from stages.yamlsource import read_yaml
 
-__all__ = ["PlanError", "Problem", "parse_plan", "parse_plan_data", "plan_to_dict"]
+__all__ = [
+    "PlanError",
+    "Problem",
+    "parse_plan",
+    "parse_plan_data",
+    "plan_size_problem",
+    "plan_to_dict",
+]
 
 _PLAN_FIELDS = (
     *("rollout", "flag", "salt", "description", "interval", "min_evaluations"),
@@ -76,10 +83,10 @@ _MINUTE = timedelta(minutes=1)
 def parse_plan(text: str) -> Plan:
     """A validated ``Plan`` from plan-file YAML; ``PlanError`` lists every problem with its line."""
     report = Report({})
-    size = len(text.encode("utf-8", "surrogatepass"))
-    if size > MAX_PLAN_BYTES:
+    too_large = plan_size_problem(text)
+    if too_large is not None:
         # Refused before it is read: reading is what a huge file would cost.
-        raise PlanError([Problem("", _too_large("the plan text", size))])
+        raise PlanError([Problem("", too_large)])
     data = read_yaml(text, report)
     if report.problems and data is None:
         raise PlanError(report.problems)
@@ -117,18 +124,39 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
     return out
 
 
+def plan_size_problem(plan: str | object) -> str | None:
+    """What is wrong with the size of a plan's text (UTF-8), or of decoded data (as
+    compact JSON), or ``None`` when it is within ``MAX_PLAN_BYTES``."""
+    if isinstance(plan, str):
+        return _too_large("the plan text", _bytes(plan))
+    try:
+        text = _compact_json(plan)
+    except (RecursionError, ValueError):  # nested past the stack, or an int past str()
+        return "the plan cannot be measured: it nests too deeply or holds too long a number"
+    return _too_large("the plan", _bytes(text))
+
+
 def _stored_too_large(report: Report, plan: Plan) -> bool:
     """Whether the stored form is over the limit: aliases and merge keys can make a
     short file long, and a stored plan is read again with ``parse_plan_data``."""
-    stored = json.dumps(plan_to_dict(plan), ensure_ascii=False, separators=(",", ":"))
-    size = len(stored.encode("utf-8", "surrogatepass"))
+    size = _bytes(_compact_json(plan_to_dict(plan)))
+    problem = _too_large("the plan as stored (aliases and defaults filled in)", size)
+    if problem is not None:
+        report.add((), problem)
+    return problem is not None
+
+
+def _compact_json(data: object) -> str:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=repr)
+
+
+def _bytes(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def _too_large(what: str, size: int) -> str | None:
     if size <= MAX_PLAN_BYTES:
-        return False
-    report.add((), _too_large("the plan as stored (aliases and defaults filled in)", size))
-    return True
-
-
-def _too_large(what: str, size: int) -> str:
+        return None
     return f"{what} is {size} bytes, more than {MAX_PLAN_BYTES} (256 KiB)"
 
 

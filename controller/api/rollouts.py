@@ -9,10 +9,11 @@ from fastapi import APIRouter, Query, Response
 from controller.api.bodies import ActionBody, PlanBody
 from controller.api.params import MAX_DB_INT, PathText, QueryText
 from controller.audit import list_events, verify
+from controller.errors import Invalid
 from controller.rollouts import parse_plan_input
 from controller.runtime import Admin, Operator, Reader, RuntimeDep
 from stages.actions import Action
-from stages.planfile import plan_to_dict
+from stages.planfile import plan_size_problem, plan_to_dict
 
 router = APIRouter(prefix="/api/v1", tags=["rollouts"])
 
@@ -26,6 +27,12 @@ def apply_plan(
     dry_run: Annotated[bool, Query()] = False,
 ) -> dict[str, Any]:
     """Create or update a rollout from a plan (idempotent; a bad plan changes nothing)."""
+    # 422 like every other plan problem, not the 413 of a request over the body limit:
+    # the request was readable, the plan in it is not acceptable.
+    too_large = plan_size_problem(body.yaml if body.yaml is not None else body.plan)
+    if too_large is not None:
+        problem: dict[str, object] = {"field": "plan", "line": None, "message": too_large}
+        raise Invalid(f"{too_large}; nothing was applied", [problem])
     plan, source = parse_plan_input(body.yaml, body.plan)
     if dry_run:
         return {"outcome": "valid", "plan": plan_to_dict(plan)}
