@@ -237,7 +237,9 @@ class Rollouts:
                     current_version=row.version,
                 )
             before = state_from_row(row)
-            enabled = flag_enabled(session, row.flag_key)
+            # Shared-locked: a kill switch flipped meanwhile waits for this action, then
+            # sees its result (and pauses what it started), or this action sees the switch.
+            enabled = flag_enabled(session, row.flag_key, lock=True)
             try:
                 after = perform(
                     before,
@@ -626,10 +628,13 @@ def _serving_json(state: RolloutState, flag_enabled: bool) -> dict[str, Any]:
     return {"step": served.step, "percent": served.percent, "regions": sorted(served.regions)}
 
 
-def flag_enabled(session: Session, key: str) -> bool:
+def flag_enabled(session: Session, key: str, *, lock: bool = False) -> bool:
     """Whether the flag's kill switch lets it serve; a missing flag serves nothing."""
-    row = session.get(FlagRow, key)
-    return row is not None and row.definition.get("enabled", True) is not False
+    query = select(FlagRow.definition).where(col(FlagRow.key) == key)
+    if lock:
+        query = query.with_for_update(read=True)
+    definition = session.execute(query).scalar_one_or_none()
+    return definition is not None and definition.get("enabled", True) is not False
 
 
 def flags_enabled(session: Session) -> dict[str, bool]:
