@@ -264,8 +264,6 @@ def labels(report: Report, path: Path, value: object) -> tuple[tuple[str, str], 
             report.add(path, f"label names have at most {MAX_NAME_CHARS} characters: {show(key)}")
         elif not isinstance(item, str):
             report.add((*path, key), f"must be a string, not {kind(item)}")
-        elif len(item) > MAX_NAME_CHARS:
-            report.add((*path, key), f"at most {MAX_NAME_CHARS} characters, not {len(item)}")
         else:
             labels.append((key, item))
     return tuple(labels)

@@ -34,4 +34,5 @@ MAX_LABELS = 64
 
 MAX_QUERY_CHARS = 4000  # query, baseline, samples
 MAX_NAME_CHARS = 128  # gate and region names, label names
-MAX_TEXT_CHARS = 4000  # description, label values
+# Free text (description, label values) has only the plan's limit: plans stored before
+# these limits may hold long text, and a stored plan that no longer reads breaks its row.

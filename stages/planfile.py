@@ -45,7 +45,6 @@ from stages.limits import (
     MAX_QUERY_CHARS,
     MAX_REGIONS,
     MAX_STEPS,
-    MAX_TEXT_CHARS,
     MIN_INTERVAL,
 )
 from stages.plan import Gate, OnRollback, Plan, Stage, Step
@@ -210,9 +209,6 @@ def _flag_key(report: Report, path: Path, value: object) -> str | None:
 def _description(report: Report, path: Path, value: object) -> str | None:
     if not isinstance(value, str):
         report.add(path, f"must be a string, not {kind(value)}")
-        return None
-    if len(value) > MAX_TEXT_CHARS:
-        report.add(path, f"at most {MAX_TEXT_CHARS} characters, not {len(value)}")
         return None
     return value
 
