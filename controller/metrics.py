@@ -126,11 +126,6 @@ class StateCollector(Collector):
             "kill switch is on).",
             labels=("rollout",),
         )
-        kill_switch = GaugeMetricFamily(
-            "rollout_kill_switch",
-            "1 while the rollout's flag is disabled (everyone gets its default), else 0.",
-            labels=("rollout",),
-        )
         threshold = GaugeMetricFamily(
             "rollout_gate_threshold",
             "Each threshold of each gate of an active rollout, from its plan (a gate with a "
@@ -146,14 +141,14 @@ class StateCollector(Collector):
                 for s in Status:
                     status.add_metric([row.name, s.value], 1 if s is state.status else 0)
                 step.add_metric([row.name], state.step + 1)
+                # A disabled flag gives everyone its default, whatever the step says.
                 killed = enabled.get(row.flag_key) is not True
                 percent.add_metric([row.name], 0.0 if killed else _served_percent(state))
-                kill_switch.add_metric([row.name], 1 if killed else 0)
                 if state.status in ACTIVE_STATUSES:
                     active.add(row.name)
                     _add_thresholds(threshold, row.name, state)
             gates = _latest_gate_rows(session, active)
-        return [status, step, percent, kill_switch, threshold, *_gate_families(gates)]
+        return [status, step, percent, threshold, *_gate_families(gates)]
 
     def _evaluations(self) -> Metric:
         family = CounterMetricFamily(

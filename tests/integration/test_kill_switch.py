@@ -209,8 +209,7 @@ def test_disabling_the_flag_pauses_the_rollout_and_every_view_says_zero(
         answer = evaluate(c, name, user)
         assert (answer["variant"], answer["value"], answer["reason"]) == ("off", False, "DISABLED")
         assert samples(c, "rollout_percent")[name] == 0
-        assert samples(c, "rollout_kill_switch")[name] == 1
-        assert samples(c, "rollout_kill_switch")[control] == 0
+        assert samples(c, "rollout_percent")[control] > 0  # its flag is on
         assert "0% (kill switch" in status_cli(server, name)
 
         # Fail closed: nothing moves it on while the flag is disabled.
@@ -261,7 +260,6 @@ def test_disabling_the_flag_pauses_the_rollout_and_every_view_says_zero(
         assert back["step_started_at"] > killed["step_started_at"]
         assert evaluate(c, name, user)["variant"] == "on"
         assert samples(c, "rollout_percent")[name] == 5
-        assert samples(c, "rollout_kill_switch")[name] == 0
         event = audit(c, name)[0]
         assert (event["action"], event["details"]["serving_after"]["percent"]) == ("pause", 5)
 
