@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -23,6 +24,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from controller.ui.session import SESSION_COOKIE
 from flags.bucketing import bucket
 from tests.databases import fresh_database
 from tests.integration.test_ui_security import page, session_of, sign_in
@@ -328,7 +330,20 @@ def test_the_ui_says_kill_switch_and_offers_no_resume(server: Server) -> None:
         assert f'formaction="/ui/rollouts/{name}/actions/advance"' in before.text
         assert "(kill switch)" not in before.text
 
-        assert c.post(f"/api/v1/flags/{name}/disable", json={}).status_code == 200
+    # Switched off through the UI's own form, as a person does.
+    flags = page(server.url, session, "/ui/flags")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', flags.text)
+    assert csrf is not None
+    switched = httpx.post(
+        f"{server.url}/ui/flags/kill-switch",
+        data={"csrf": csrf.group(1), "flag": name, "enabled": "0", "reason": "INC-7"},
+        cookies={SESSION_COOKIE: session},
+        timeout=15,
+    )
+    assert switched.status_code == 303, switched.text
+    with server.client() as c:
+        assert get(c, name)["status"] == "paused"
+        assert audit(c, name)[0]["actor"] == ADMIN
 
     overview = page(server.url, session, "/")
     assert overview.status_code == 200
