@@ -96,10 +96,10 @@ def label(report: Report, path: Path, value: object) -> str | None:
 def short_text(most: int) -> Reader[str]:
     def read(report: Report, path: Path, value: object) -> str | None:
         result = text(report, path, value)
-        if result is not None and len(result) > most:
-            report.add(path, f"at most {most} characters, not {len(result)}")
-            return None
-        return result
+        if result is None or len(result) <= most:
+            return result
+        too_long = report.limit(path, f"at most {most} characters, not {len(result)}")
+        return None if too_long else result
 
     return read
 
@@ -168,18 +168,19 @@ def duration_between(minimum: timedelta, maximum: timedelta) -> Reader[timedelta
         if not isinstance(value, str | int | float):
             report.add(path, f"must be a duration like 90s or 1h30m, not {kind(value)}")
             return None
+        too_long = f"must be at most {format_duration(maximum)}, not {show(value)}"
         try:
             span = parse_duration(value)
         except DurationTooLong:
-            span = maximum + timedelta(microseconds=1)
+            report.add(path, too_long)  # no timedelta holds it, limits or not
+            return None
         except ValueError as exc:
             report.add(path, str(exc))
             return None
         if span < minimum:
             report.add(path, f"must be at least {format_duration(minimum)}, not {show(value)}")
             return None
-        if span > maximum:
-            report.add(path, f"must be at most {format_duration(maximum)}, not {show(value)}")
+        if span > maximum and report.limit(path, too_long):
             return None
         return span
 
@@ -204,8 +205,8 @@ def sequence(
     if not isinstance(value, list | tuple):
         report.add(path, f"must be a list, not {kind(value)}")
         return None
-    if most is not None and len(value) > most:
-        report.add(path, f"at most {most} {what}, not {len(value)}")
+    too_many = most is not None and len(value) > most
+    if too_many and report.limit(path, f"at most {most} {what}, not {len(value)}"):
         return None
     return list(value)
 
@@ -253,17 +254,17 @@ def labels(report: Report, path: Path, value: object) -> tuple[tuple[str, str], 
     if not isinstance(value, Mapping):
         report.add(path, f"must be a mapping, not {kind(value)}")
         return None
-    if len(value) > MAX_LABELS:
-        report.add(path, f"at most {MAX_LABELS} labels, not {len(value)}")
+    if len(value) > MAX_LABELS and report.limit(
+        path, f"at most {MAX_LABELS} labels, not {len(value)}"
+    ):
         return None
     labels: list[tuple[str, str]] = []
     for key, item in value.items():
+        long_name = f"label names have at most {MAX_NAME_CHARS} characters: {show(key)}"
         if not isinstance(key, str):
             report.add(path, f"label names must be strings, not {show(key)}")
-        elif len(key) > MAX_NAME_CHARS:
-            report.add(path, f"label names have at most {MAX_NAME_CHARS} characters: {show(key)}")
         elif not isinstance(item, str):
             report.add((*path, key), f"must be a string, not {kind(item)}")
-        else:
+        elif len(key) <= MAX_NAME_CHARS or not report.limit(path, long_name):
             labels.append((key, item))
     return tuple(labels)

@@ -57,6 +57,7 @@ __all__ = [
     "Problem",
     "parse_plan",
     "parse_plan_data",
+    "parse_stored_plan",
     "plan_size_problem",
     "plan_to_dict",
 ]
@@ -97,7 +98,17 @@ def parse_plan(text: str) -> Plan:
 
 def parse_plan_data(data: object) -> Plan:
     """A validated ``Plan`` from already decoded data (a JSON body); lines are ``None``."""
-    report = Report({})
+    return _from_data(Report({}), data)
+
+
+def parse_stored_plan(data: object) -> Plan:
+    """A plan read back from storage: validated as at apply but for the limits
+    (``stages.limits``), which a plan stored before them may cross. Durations beyond
+    them reach the scheduler, which isolates a rollout it cannot compute."""
+    return _from_data(Report({}, limits=False), data)
+
+
+def _from_data(report: Report, data: object) -> Plan:
     plan = _plan(report, data)
     if plan is None or report.problems or _stored_too_large(report, plan):
         raise PlanError(report.problems)
@@ -140,9 +151,7 @@ def _stored_too_large(report: Report, plan: Plan) -> bool:
     short file long, and a stored plan is read again with ``parse_plan_data``."""
     size = _bytes(_compact_json(plan_to_dict(plan)))
     problem = _too_large("the plan as stored (aliases and defaults filled in)", size)
-    if problem is not None:
-        report.add((), problem)
-    return problem is not None
+    return problem is not None and report.limit((), problem)
 
 
 def _compact_json(data: object) -> str:
@@ -202,7 +211,7 @@ def _flag_key(report: Report, path: Path, value: object) -> str | None:
     key = matching(KEY_PATTERN, _FLAG_RULE)(report, path, value)
     if key in DOT_KEYS:
         report.add(path, f"{key!r} is not a valid name: '.' and '..' are not addressable in a URL")
-        return None
+        return None  # not a limit: the flag API never let such a flag exist
     return key
 
 
@@ -373,7 +382,7 @@ def _new_regions(report: Report, draft: _Draft, released: list[str]) -> list[str
         report.add(where, f"adds no new region: {already} already released")
     elif len(released) <= MAX_REGIONS < len(released) + len(new):
         total = len(released) + len(new)
-        report.add(where, f"a plan releases at most {MAX_REGIONS} regions; this makes {total}")
+        report.limit(where, f"a plan releases at most {MAX_REGIONS} regions; this makes {total}")
     return new
 
 
@@ -421,8 +430,9 @@ def _gate(report: Report, path: Path, value: object) -> Gate | None:
 def _query(report: Report, path: Path, value: object) -> str | None:
     # Checked before the template scan, which would otherwise read all of it.
     if isinstance(value, str) and len(value) > MAX_QUERY_CHARS:
-        report.add(path, f"at most {MAX_QUERY_CHARS} characters, not {len(value)}")
-        return None
+        message = f"at most {MAX_QUERY_CHARS} characters, not {len(value)}"
+        if report.limit(path, message):
+            return None
     return query_template(report, path, value)
 
 
@@ -459,7 +469,7 @@ def _check_gate_count(report: Report, plan_gates: int, drafts: list[_Draft]) -> 
         if total > MAX_GATES:
             where = (*draft.path, "gates")
             message = f"a plan has at most {MAX_GATES} gates, its own and its steps'"
-            report.add(where, f"{message}; this makes {total}")
+            report.limit(where, f"{message}; this makes {total}")
             return
 
 

@@ -36,14 +36,25 @@ class PlanError(ValueError):
 
 
 class Report:
-    """The problems found so far, and the YAML line of each path (empty for decoded JSON)."""
+    """The problems found so far, and the YAML line of each path (empty for decoded JSON).
 
-    def __init__(self, lines: dict[Path, int]) -> None:
+    With ``limits`` off (a plan read back from storage) a crossed limit is no problem:
+    a plan stored before the limits existed must still load, to be shown, fixed or aborted.
+    """
+
+    def __init__(self, lines: dict[Path, int], *, limits: bool = True) -> None:
         self.lines = lines
+        self.limits = limits
         self.problems: list[Problem] = []
 
     def add(self, path: Path, message: str, line: int | None = None) -> None:
         self.problems.append(Problem(render(path), message, line or self._line(path)))
+
+    def limit(self, path: Path, message: str) -> bool:
+        """A limit crossed: a problem (``True``), unless limits are off."""
+        if self.limits:
+            self.add(path, message)
+        return self.limits
 
     def _line(self, path: Path) -> int | None:
         # A missing field has no line of its own: point at the mapping that lacks it.

@@ -24,7 +24,14 @@ from stages.limits import (
     MAX_YAML_NODES,
 )
 from stages.plan import Plan
-from stages.planfile import PlanError, Problem, parse_plan, parse_plan_data, plan_to_dict
+from stages.planfile import (
+    PlanError,
+    Problem,
+    parse_plan,
+    parse_plan_data,
+    parse_stored_plan,
+    plan_to_dict,
+)
 
 HEAD = "rollout: demo\nflag: demo\n"
 FULL = "steps:\n  - {stage: full}\n"
@@ -458,3 +465,48 @@ def test_limits_leave_the_runbook_alone() -> None:
 
     plan: Plan = parse_plan(RUNBOOK.read_text())
     assert len(plan.steps) == 12
+
+
+# --- plans stored before the limits --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        with_value(("steps", 0, "hold"), "99999999d"),
+        with_value(("interval",), "2d"),
+        *(case[1] for case in OVER_LIMITS),
+    ],
+    ids=["hold-99999999d", "interval-2d", *(case[0] for case in OVER_LIMITS)],
+)
+def test_a_stored_plan_over_a_limit_still_loads(data: dict[str, Any]) -> None:
+    # Refused at apply, but a row stored by an older version must be shown, fixed, aborted.
+    with pytest.raises(PlanError):
+        parse_plan_data(data)
+
+    assert parse_stored_plan(data).rollout == "demo"
+
+
+def test_a_stored_plan_keeps_the_hold_it_was_stored_with() -> None:
+    plan = parse_stored_plan(with_value(("steps", 0, "hold"), "99999999d"))
+
+    assert plan.steps[0].hold == timedelta(days=99_999_999)
+
+
+@pytest.mark.parametrize(
+    ("data", "path"),
+    [
+        (with_value(("steps", 0, "percent"), 101), "steps[0].percent"),
+        (with_value(("interval",), "500ms"), "interval"),
+        (with_value(("steps", 0, "hold"), "9" * 40 + "d"), "steps[0].hold"),  # no timedelta
+        (plan_with(flag=".."), "flag"),
+    ],
+    ids=["percent", "interval-below-1s", "beyond-timedelta", "flag-dot-dot"],
+)
+def test_a_stored_plan_is_still_checked_for_everything_but_the_limits(
+    data: dict[str, Any], path: str
+) -> None:
+    with pytest.raises(PlanError) as caught:
+        parse_stored_plan(data)
+
+    assert [p.path for p in caught.value.problems] == [path]
