@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
 
@@ -24,8 +24,13 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from controller.errors import Refused
+from controller.flagstore import Flags
+from controller.rollouts import Rollouts, parse_plan_input
+from controller.store import Store
 from controller.ui.session import SESSION_COOKIE
 from flags.bucketing import bucket
+from stages.actions import Action
 from tests.databases import fresh_database
 from tests.integration.test_ui_security import page, session_of, sign_in
 from tests.serving import ADMIN_TOKEN, Server, running_server
@@ -358,3 +363,50 @@ def test_the_ui_says_kill_switch_and_offers_no_resume(server: Server) -> None:
     for refused in ("resume", "advance"):
         assert f'formaction="/ui/rollouts/{name}/actions/{refused}"' not in text
     assert f'formaction="/ui/rollouts/{name}/actions/abort"' in text  # narrowing stays
+
+
+def race_start_and_kill(rollouts: Rollouts, flags: Flags, name: str, now: datetime) -> None:
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        barrier.wait()
+        try:
+            rollouts.act(name, Action.START, actor="alice", now=now)
+        except Refused:
+            pass  # the flag was disabled first
+        except BaseException as exc:
+            errors.append(exc)
+
+    def kill() -> None:
+        barrier.wait()
+        try:
+            flags.set_enabled(
+                name, False, actor="bob", now=now, reason="race", expected_version=None
+            )
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start), threading.Thread(target=kill)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors, errors
+
+
+def test_a_start_racing_the_kill_switch_never_leaves_a_running_rollout(store: Store) -> None:
+    """Either the start sees the disabled flag and is refused, or the kill switch sees
+    the started rollout and pauses it; never a rollout running on a disabled flag."""
+    rollouts = Rollouts(store, lambda: None)
+    flags = Flags(store, lambda: None, rollouts)
+    now = datetime.now(UTC)
+    for i in range(20):
+        name = f"race-{i}"
+        plan, source = parse_plan_input(ramp(name), None)
+        rollouts.apply(plan, source, "test", now)
+        race_start_and_kill(rollouts, flags, name, now)
+        rollout = rollouts.get(name, now)
+        assert flags.get(name)["enabled"] is False
+        assert rollout["status"] in ("pending", "paused"), rollout
+        assert rollout["kill_switch"] is True
