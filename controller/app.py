@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -41,6 +42,10 @@ from stages.durations import parse_duration
 
 log = logging.getLogger(__name__)
 
+# The background loops stop within this after the server stops taking requests
+# (uvicorn's own grace comes first: SIGTERM to exit stays under 10 s).
+SHUTDOWN_SECONDS = 4.0
+
 
 def prometheus_gates(settings: Settings) -> PrometheusGates:
     password = settings.prometheus_password
@@ -75,9 +80,11 @@ def build_runtime(settings: Settings) -> Runtime:
             runtime.rollouts,
             runtime.gates,
             runtime.leases,
-            runtime.clock,
+            # The database's clock on PostgreSQL: holds and dwell as every replica sees them.
+            store.now,
             tick_seconds=settings.scheduler_tick,
             retention=parse_duration(settings.gate_history_retention),
+            workers=settings.scheduler_workers,
         )
     runtime.refresher = SnapshotRefresher(
         runtime.snapshots, runtime.tokens, interval=settings.snapshot_poll
@@ -128,12 +135,15 @@ def create_app(
         try:
             yield
         finally:
-            if runtime.webhook_worker is not None:
-                runtime.webhook_worker.stop()
-            if runtime.refresher is not None:
-                runtime.refresher.stop()
+            # All of it within SHUTDOWN_SECONDS, whatever hangs: what is still stuck
+            # then is a daemon thread, and its lease is released or expires.
+            end = time.monotonic() + SHUTDOWN_SECONDS
             if runtime.scheduler is not None:
-                runtime.scheduler.stop()
+                runtime.scheduler.stop(timeout=SHUTDOWN_SECONDS / 2)
+            if runtime.webhook_worker is not None:
+                runtime.webhook_worker.stop(timeout=max(0.1, end - time.monotonic()))
+            if runtime.refresher is not None:
+                runtime.refresher.stop(timeout=max(0.1, end - time.monotonic()))
             runtime.store.dispose()
 
     app = FastPathApp(

@@ -91,6 +91,9 @@ def show(args: argparse.Namespace, data: Any, render: Callable[[Any], str]) -> N
 # -- commands --------------------------------------------------------------------
 
 
+SHUTDOWN_GRACE_SECONDS = 4
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
     from pydantic import ValidationError
@@ -122,6 +125,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     uvicorn.run(
         app, host=settings.host, port=settings.port, log_level=settings.log_level,
         access_log=False,
+        # X-Forwarded-* only when a proxy in front is declared: otherwise any client
+        # (loopback included) could claim https or another address for the rate limit.
+        proxy_headers=settings.trust_proxy_headers,
+        forwarded_allow_ips="*" if settings.trust_proxy_headers else None,
+        # SIGTERM: open requests get this long, then shutdown (scheduler.stop bounded
+        # too), so a hung gate read cannot keep a replica alive past 10 s.
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
     )  # fmt: skip
     return 0
 

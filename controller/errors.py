@@ -8,7 +8,8 @@
     │   ├── VersionConflict a compare-and-swap lost: reload and retry
     │   └── Refused         the action is not allowed from this state (reason given)
     ├── Unauthorized        no token, or an unknown or revoked one
-    └── Forbidden           the token's role may not do this
+    ├── Forbidden           the token's role may not do this
+    └── Busy                too many such requests at once: try again shortly
 """
 
 from __future__ import annotations
@@ -56,3 +57,11 @@ class Unauthorized(ControllerError):
 
 class Forbidden(ControllerError):
     code = "forbidden"
+
+
+class Busy(ControllerError):
+    code = "busy"
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

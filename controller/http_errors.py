@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from controller.auth import Permission, require
 from controller.errors import (
+    Busy,
     Conflict,
     ControllerError,
     Forbidden,
@@ -41,6 +42,7 @@ STATUS: list[tuple[type[ControllerError], int]] = [
     (Conflict, 409),
     (Unauthorized, 401),
     (Forbidden, 403),
+    (Busy, 429),
 ]
 
 
@@ -66,7 +68,11 @@ def _controller_response(exc: ControllerError) -> JSONResponse:
         extra["problems"] = exc.problems
     if isinstance(exc, VersionConflict) and exc.current_version is not None:
         extra["current_version"] = exc.current_version
-    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+    headers: dict[str, str] | None = None
+    if isinstance(exc, Unauthorized):
+        headers = {"WWW-Authenticate": "Bearer"}
+    elif isinstance(exc, Busy):
+        headers = {"Retry-After": str(exc.retry_after)}
     return JSONResponse(
         error_body(exc.code, exc.message, **extra), status_code=_status_of(exc), headers=headers
     )

@@ -7,7 +7,7 @@ from typing import Any
 
 from controller.tables import RolloutRow
 from stages.plan import Plan
-from stages.planfile import parse_plan_data, plan_to_dict
+from stages.planfile import parse_stored_plan, plan_to_dict
 from stages.state import GateMark, Outcome, RolloutState, Status, serving
 
 
@@ -32,7 +32,7 @@ def bookkeeping_to_json(state: RolloutState) -> dict[str, Any]:
 def state_from_row(row: RolloutRow, plan: Plan | None = None) -> RolloutState:
     book = row.bookkeeping or {}
     return RolloutState(
-        plan=plan if plan is not None else parse_plan_data(row.plan),
+        plan=plan if plan is not None else parse_stored_plan(row.plan),
         status=Status(row.status),
         step=row.step,
         step_started_at=row.step_started_at,
@@ -69,7 +69,9 @@ def rollout_view(row: RolloutRow, state: RolloutState, now: datetime) -> dict[st
     in_step = (now - state.step_started_at).total_seconds() if state.step_started_at else None
     may_advance_in = None
     if state.step_started_at is not None and state.status is Status.RUNNING:
-        left = (state.step_started_at + step.hold - now).total_seconds()
+        # hold - elapsed, never started + hold: a plan stored before the limits may
+        # hold a duration no datetime reaches.
+        left = (step.hold - (now - state.step_started_at)).total_seconds()
         may_advance_in = max(0.0, left)
     return {
         "name": row.name,

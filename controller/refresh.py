@@ -49,10 +49,10 @@ class SnapshotRefresher:
         self._thread = threading.Thread(target=self._run, name="snapshot-refresher", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=timeout)
             self._thread = None
 
     @property

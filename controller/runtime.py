@@ -5,6 +5,7 @@ snapshot, the token registry and the use cases. FastAPI dependencies are
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,6 +17,7 @@ from controller.auth import Permission, Principal, TokenRegistry, require
 from controller.flagstore import Flags
 from controller.gates import GateSource
 from controller.leases import Leases
+from controller.readiness import Probe
 from controller.refresh import SnapshotRefresher
 from controller.rollouts import Rollouts
 from controller.scheduler import Scheduler
@@ -49,6 +51,10 @@ class Runtime:
     outbox: Outbox = field(init=False)
     # Sends the outbox's webhook deliveries (None when no webhook is configured).
     webhook_worker: DeliveryWorker | None = None
+    # "Test a gate now" requests in progress, at most settings.gate_test_concurrency.
+    gate_tests: threading.BoundedSemaphore = field(init=False)
+    # /readyz's probes of the database and Prometheus (controller.readiness).
+    probes: dict[str, Probe] = field(init=False)
 
     def __post_init__(self) -> None:
         self.rollouts = Rollouts(self.store, self.changed)
@@ -61,6 +67,18 @@ class Runtime:
             max_attempts=self.settings.webhook_max_attempts,
         )
         self.rollouts.notify = self.outbox.enqueue
+        self.gate_tests = threading.BoundedSemaphore(self.settings.gate_test_concurrency)
+        self.probes = {
+            "database": Probe("database", self._database_report),
+            "prometheus": Probe("prometheus", self._prometheus_report),
+        }
+
+    def _database_report(self) -> dict[str, object]:
+        self.store.ping()
+        return {"ok": True}
+
+    def _prometheus_report(self) -> dict[str, object]:
+        return {"ok": self.gates.ping()}
 
     def changed(self) -> None:
         """After a committed change: serve it. A failed refresh keeps the old snapshot."""

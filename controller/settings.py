@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     gate_max_answer_bytes: int = Field(default=4 << 20, ge=1024, le=1 << 30)
     # How often the scheduler looks for rollouts whose `interval` has passed.
     scheduler_tick: float = Field(default=1.0, gt=0, le=60)
+    # Rollouts checked at the same time (each check has its own deadline: its interval,
+    # at most 60 s); one slow rollout holds one worker, never the others.
+    scheduler_workers: int = Field(default=8, ge=1, le=256)
+    # "Test a gate now" requests answered at the same time; beyond it, 429.
+    gate_test_concurrency: int = Field(default=4, ge=1, le=64)
     # How often each replica reads the database's revision to pick up changes made
     # through other replicas (flags, rollouts, tokens); see docs/replicas.md.
     snapshot_poll: float = Field(default=0.5, gt=0, le=60)
@@ -78,7 +83,6 @@ class Settings(BaseSettings):
     webhook_retention: str = "7d"
     # Where people reach this controller (the UI), for links in notifications.
     public_url: str | None = None
-
     # How long a web UI sign-in lasts before the person signs in again.
     ui_session_ttl: str = "12h"
     # Believe X-Forwarded-Proto (set by a TLS-terminating proxy in front of every

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, func, literal, select, text
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
+
+from controller.tables import UTCDateTime
 
 if TYPE_CHECKING:
     from controller.migrate import Outcome
@@ -101,6 +105,22 @@ class Store:
     def read(self) -> Iterator[Session]:
         with Session(self.engine, expire_on_commit=False) as session, session.begin():
             yield session
+
+    def now(self) -> datetime:
+        """The time every replica agrees on: PostgreSQL's ``now()``, so a replica whose
+        clock is off cannot cut a hold short; on SQLite (one host) the process clock."""
+        if self.dialect != "postgresql":
+            return datetime.now(UTC)
+        with self.engine.connect() as conn:
+            moment = conn.execute(select(func.now())).scalar_one()
+        return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+    def now_expression(self, plus: timedelta = timedelta(0)) -> ColumnElement[datetime]:
+        """``now() + plus`` inside a statement, evaluated by PostgreSQL; on SQLite the
+        process clock, bound as a parameter (SQLite has no datetime arithmetic on it)."""
+        if self.dialect == "postgresql":
+            return func.now() + plus if plus else func.now()
+        return literal(datetime.now(UTC) + plus, UTCDateTime())
 
     def ping(self) -> None:
         """Raise if the database does not answer."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -369,11 +370,13 @@ class DeliveryWorker:
         for thread in self._threads:
             thread.start()
 
-    def stop(self) -> None:
-        """Stop the threads; a POST in flight ends by its deadline."""
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop the threads; a POST in flight ends by its deadline. Waits ``timeout``
+        seconds in all at most (a POST past it is left to its daemon thread)."""
         self._stop.set()
+        end = time.monotonic() + (self._timeout + 5 if timeout is None else timeout)
         for thread in self._threads:
-            thread.join(timeout=self._timeout + 5)
+            thread.join(timeout=max(0.0, end - time.monotonic()))
         self._threads = []
 
     def _loop(self, name: str) -> None:

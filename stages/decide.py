@@ -268,7 +268,9 @@ def _source_unavailable(state: RolloutState, verdicts: Sequence[Verdict]) -> Pau
 def _dwell(state: RolloutState, readings: Sequence[GateReading], now: datetime) -> Decision:
     plan = state.plan
     gates = plan.gates_for(state.step)
-    left = step_start(state, now) + plan.steps[state.step].hold - now
+    # hold - elapsed, never start + hold: a plan stored before the limits may hold a
+    # duration past what a datetime can reach.
+    left = plan.steps[state.step].hold - (now - step_start(state, now))
     oks = ok_evaluations_after(state, readings, now)
     waiting: list[str] = []
     if left > timedelta(0):

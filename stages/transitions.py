@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 
-from stages.decide import decide, due_gates, is_ok_evaluation, outcome_of, readings_by_gate
+from stages.decide import decide, due_gates, ok_evaluations_after, outcome_of, readings_by_gate
 from stages.decisions import (
     Advance,
     AwaitApproval,
@@ -64,13 +64,12 @@ def record_readings(
         else:
             errors.pop(gate.name, None)
         last[gate.name] = outcome
-    counted = 1 if is_ok_evaluation(state, readings, now) else 0
     return replace(
         state,
         history=history,
         gate_errors=errors,
         last_outcomes=last,
-        ok_evaluations=state.ok_evaluations + counted,
+        ok_evaluations=ok_evaluations_after(state, readings, now),
     )
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -11,10 +14,10 @@ from pydantic import AwareDatetime, Field
 from controller import gate_history
 from controller.api.bodies import Body
 from controller.api.params import PathText, QueryText
-from controller.errors import Invalid, NotFound
+from controller.errors import Busy, Invalid, NotFound
 from controller.mapping import state_from_row
 from controller.rollouts import plan_problems
-from controller.runtime import Reader, RuntimeDep
+from controller.runtime import Reader, Runtime, RuntimeDep
 from controller.scheduler import query_variables
 from controller.tables import RolloutRow
 from stages.decide import decide
@@ -83,7 +86,9 @@ def test_rollout_gates(
         )
     current = state.plan.gates_for(state.step)
     chosen = [every[body.gate]] if body.gate else list(current)
-    readings = [runtime.gates.read(g, variables, now) for g in chosen]
+    with _gate_test_slot(runtime):
+        deadline = time.monotonic() + runtime.settings.gate_timeout * max(1, len(chosen))
+        readings = [runtime.gates.read(g, variables, now, deadline=deadline) for g in chosen]
     decision = decide(state, readings, now)
     return {
         "rollout": name,
@@ -110,5 +115,21 @@ def test_gate(body: AdHocGateBody, runtime: RuntimeDep, _who: Reader) -> dict[st
         for p in problems:
             p["field"] = "gate" + str(p["field"]).removeprefix("gates[0]")
         raise Invalid("the gate has problems", problems) from exc
-    reading = runtime.gates.read(plan.gates[0], body.variables, runtime.clock())
+    with _gate_test_slot(runtime):
+        reading = runtime.gates.read(plan.gates[0], body.variables, runtime.clock())
     return {"reading": gate_history.reading_view(reading)}
+
+
+@contextmanager
+def _gate_test_slot(runtime: Runtime) -> Iterator[None]:
+    """One of ROLLOUT_GATE_TEST_CONCURRENCY places, or 429 at once: people testing
+    queries never queue up threads, and they share nothing with the scheduler (whose
+    checks have workers of their own), so no amount of them delays a rollback."""
+    if not runtime.gate_tests.acquire(blocking=False):
+        raise Busy(
+            f"{runtime.settings.gate_test_concurrency} gate tests are running; try again shortly"
+        )
+    try:
+        yield
+    finally:
+        runtime.gate_tests.release()

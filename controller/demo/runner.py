@@ -29,6 +29,7 @@ import uvicorn
 from pydantic import SecretStr
 
 from controller.app import create_app
+from controller.deadline_http import redact_url
 from controller.demo.display import (
     Display,
     Frame,
@@ -466,7 +467,7 @@ def _intro_lines(
         f"admin token  {admin_token}",
         f"             try: ROLLOUT_SERVER={url} ROLLOUT_TOKEN=<token> rollout status {ROLLOUT}",
         f"demo service http://{target}/metrics   (flag {FLAG}, asked per request)",
-        f"prometheus   {prometheus_url}",
+        f"prometheus   {redact_url(prometheus_url)}",
     ]
     if port_note:
         lines.insert(0, port_note)

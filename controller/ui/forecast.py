@@ -128,7 +128,7 @@ def _holding(
 
 def _waiting_to_advance(state: RolloutState, readings: Sequence[GateReading], now: datetime) -> str:
     plan = state.plan
-    left = step_start(state, now) + plan.steps[state.step].hold - now
+    left = plan.steps[state.step].hold - (now - step_start(state, now))
     if state.step >= plan.last_step:
         what = "will complete"
     elif plan.steps[state.step + 1].approval:

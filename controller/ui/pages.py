@@ -128,7 +128,7 @@ def _card(session: Session, row: RolloutRow, now: datetime) -> RolloutCard:
 def _next_check(row: RolloutRow, state: RolloutState, now: datetime) -> timedelta | None:
     if state.status not in (Status.RUNNING, Status.ROLLING_BACK) or row.checked_at is None:
         return None
-    return max(row.checked_at + state.plan.interval - now, timedelta(0))
+    return max(state.plan.interval - (now - row.checked_at), timedelta(0))
 
 
 def _lights(state: RolloutState) -> list[GateLight]:

@@ -423,3 +423,123 @@ def test_a_password_in_the_url_is_in_no_error_text() -> None:
     assert garbled.error is not None and "hunter2" not in garbled.error
     assert "http://***@127.0.0.1" in garbled.error
     assert "hunter2" not in repr(Settings(prometheus_url=url))
+
+
+# --- a real `rollout serve`: the password shows nowhere ---------------------------------
+
+PASSWORD = "pw-Zq81XvLk"
+LEAK_PLAN = """\
+rollout: leak
+flag: leak
+interval: 1s
+max_gate_errors: 2
+steps:
+  - {stage: canary, percent: 5, hold: 1h}
+gates:
+  - {name: bad, query: 'sum(bad{rollout="${rollout}"})', rollback_above: 1}
+  - {name: door, query: 'sum(door{rollout="${rollout}"})', rollback_above: 1}
+"""
+
+
+def troubled_prometheus(conn: Connection) -> None:
+    """Ready, but every query fails: a bad query answers 400, another slams the door."""
+    query = conn.request.params.get("query", "")
+    if conn.request.path == "/-/ready":
+        conn.send(http_response(b"Prometheus Server is Ready.", content_type="text/plain"))
+    elif query.startswith("sum(bad"):
+        error = {"status": "error", "errorType": "bad_data", "error": "parse error: nope"}
+        conn.send(answer(error, "400 Bad Request"))
+    else:
+        conn.sock.close()
+
+
+def wait_for(condition: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := condition():
+            return result
+        time.sleep(0.1)
+    raise AssertionError(f"not within {timeout}s: {what}")
+
+
+def ui_page(server: Any, path: str) -> str:
+    import re
+
+    import httpx
+
+    from tests.serving import ADMIN_TOKEN
+
+    with httpx.Client(base_url=server.url, timeout=15) as browser:
+        form = browser.get("/ui/signin").text
+        nonce = re.search(r'name="nonce" value="([^"]+)"', form)
+        assert nonce, "sign-in form without a nonce"
+        browser.post("/ui/signin", data={"token": ADMIN_TOKEN, "nonce": nonce[1], "next": "/"})
+        page = browser.get(path)
+        assert page.status_code == 200, page.status_code
+        return page.text
+
+
+def test_a_password_in_the_prometheus_url_reaches_no_reading_api_audit_webhook_or_log(
+    tmp_path: Path,
+) -> None:
+    from tests.serving import running_server
+
+    receiver = HostilePeer(respond(http_response(b"{}")))
+    with HostilePeer(troubled_prometheus) as prometheus, receiver:
+        url = prometheus.url.replace("http://", f"http://leaky:{PASSWORD}@")
+        hook = [{"name": "rec", "url": receiver.url + "/hook", "format": "json"}]
+        env = {
+            "ROLLOUT_PROMETHEUS_URL": url,
+            "ROLLOUT_SCHEDULER": "true",
+            "ROLLOUT_SCHEDULER_TICK": "0.2",
+            "ROLLOUT_LOG_LEVEL": "debug",
+            "ROLLOUT_WEBHOOKS": json.dumps(hook),
+            "ROLLOUT_WEBHOOK_POLL": "0.2",
+        }
+        with running_server(tmp_path, extra_env=env) as server, server.client() as c:
+            assert c.post("/api/v1/plans", json={"yaml": LEAK_PLAN}).status_code == 201
+            started = c.post("/api/v1/rollouts/leak/actions/start", json={"reason": "go"})
+            assert started.status_code == 200, started.text
+            # Gate errors past max_gate_errors pause the rollout; the reason names them.
+            wait_for(
+                lambda: c.get("/api/v1/rollouts/leak").json()["status"] == "paused",
+                60,
+                "the rollout paused on gate errors",
+            )
+            wait_for(
+                lambda: any(b'"event":"pause"' in r.body for r in receiver.requests),
+                30,
+                "a webhook for the pause",
+            )
+            shown: dict[str, str] = {
+                "rollout": c.get("/api/v1/rollouts/leak").text,
+                "rollouts": c.get("/api/v1/rollouts").text,
+                "gate history": c.get("/api/v1/rollouts/leak/gates").text,
+                "test rollout gates": c.post("/api/v1/rollouts/leak/gates/test", json={}).text,
+                "test a gate": c.post(
+                    "/api/v1/gates/test",
+                    json={"gate": {"name": "t", "query": "sum(door)", "hold_above": 1}},
+                ).text,
+                "audit": c.get("/api/v1/audit").text,
+                "readyz": c.get("/readyz").text,
+                "metrics": c.get("/metrics").text,
+                "ui overview": ui_page(server, "/"),
+                "ui rollout": ui_page(server, "/ui/rollouts/leak"),
+                "webhooks": "\n".join(r.body.decode() for r in receiver.requests),
+            }
+        shown["server log"] = server.log.read_text(encoding="utf-8", errors="replace")
+
+    # The errors are there, and shown with the URL redacted: the test is not vacuous.
+    redacted = prometheus.url.replace("http://", "http://***@")
+    assert "bad query: parse error: nope" in shown["gate history"]
+    assert f"prometheus unreachable at {redacted}" in shown["gate history"]
+    assert f"prometheus unreachable at {redacted}" in shown["test a gate"]
+    assert f"prometheus unreachable at {redacted}" in shown["audit"]
+    assert "gate source unavailable" in shown["webhooks"]
+    for where, text in shown.items():
+        assert PASSWORD not in text, f"the password shows in {where}"
+        assert "leaky:" not in text, f"the user name shows in {where}"
+    # ...and it was sent, as basic auth, on every query.
+    assert {r.headers.get("authorization") for r in prometheus.requests} == {
+        "Basic bGVha3k6cHctWnE4MVh2TGs="  # base64("leaky:pw-Zq81XvLk")
+    }

@@ -9,13 +9,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import update
+from sqlmodel import col
 
 from controller import gate_history
 from controller.leases import Leases
 from controller.rollouts import Rollouts, parse_plan_input
 from controller.scheduler import Scheduler
 from controller.store import Store
-from controller.tables import AuditRow, GateEvaluationRow
+from controller.tables import AuditRow, GateEvaluationRow, LeaseRow
 from stages.actions import Action
 from stages.plan import Gate
 from stages.state import GateReading, Outcome
@@ -67,7 +69,14 @@ class FakeGates:
     asked: list[tuple[str, dict[str, str]]] = field(default_factory=list)
     during_read: object = None
 
-    def read(self, gate: Gate, variables: Mapping[str, str], now: datetime) -> GateReading:
+    def read(
+        self,
+        gate: Gate,
+        variables: Mapping[str, str],
+        now: datetime,
+        *,
+        deadline: float | None = None,
+    ) -> GateReading:
         self.asked.append((gate.name, dict(variables)))
         if callable(self.during_read):
             action, self.during_read = self.during_read, None  # once
@@ -104,12 +113,28 @@ def transitions(store: Store, rollout: str) -> list[tuple[str, int | None, str |
         return [(r.action, r.to_step, r.to_status) for r in rows if r.actor == "controller"]
 
 
+def tick(scheduler: Scheduler) -> None:
+    """One pass, and the checks it queued run to the end (passes never wait on them)."""
+    scheduler.run_pass()
+    assert scheduler.wait_idle(timeout=30)
+
+
+def expire_leases(store: Store, holder: str) -> None:
+    """What 15 s without renewal does to a crashed replica's leases."""
+    with store.write() as s:
+        s.execute(
+            update(LeaseRow)
+            .where(col(LeaseRow.holder) == holder)
+            .values(expires_at=datetime.now(UTC) - timedelta(hours=1))
+        )
+
+
 def run(scheduler: Scheduler, clock: Clock, seconds: float, step: float = 1.0) -> None:
     elapsed = 0.0
     while elapsed < seconds:
         clock.advance(step)
         elapsed += step
-        scheduler.run_pass()
+        tick(scheduler)
 
 
 def test_timed_ramp_advances_on_dwell_alone_and_completes(store: Store) -> None:
@@ -193,14 +218,14 @@ def test_only_the_lease_holder_checks(store: Store) -> None:
     scheduler_b = Scheduler(store, rollouts, gates_b, Leases(store, "replica-b"), clock)
     for _ in range(30):
         clock.advance(1)
-        scheduler_a.run_pass()
-        scheduler_b.run_pass()
+        tick(scheduler_a)
+        tick(scheduler_b)
     assert gates_a.asked and not gates_b.asked
-    # replica-a dies: after its lease expires, replica-b takes over.
-    clock.advance(60)
+    # replica-a dies: once its lease expires, replica-b takes over.
+    expire_leases(store, "replica-a")
     for _ in range(15):
         clock.advance(1)
-        scheduler_b.run_pass()
+        tick(scheduler_b)
     assert gates_b.asked
     advances = [t for t in transitions(store, "gated") if t[0] == "advance"]
     assert len(advances) == len({t[1] for t in advances})  # each step entered once
@@ -211,7 +236,14 @@ def test_readings_that_are_not_finite_are_stored_and_served(store: Store, value:
     """Prometheus answers NaN (0/0) and ±Inf; JSON and PostgreSQL's json reject them."""
 
     class Odd(FakeGates):
-        def read(self, gate: Gate, variables: Mapping[str, str], now: datetime) -> GateReading:
+        def read(
+            self,
+            gate: Gate,
+            variables: Mapping[str, str],
+            now: datetime,
+            *,
+            deadline: float | None = None,
+        ) -> GateReading:
             return GateReading(gate=gate.name, outcome=Outcome.NO_DATA, at=now, value=value)
 
     _, scheduler, clock = setup(store, GATED_PLAN, Odd())

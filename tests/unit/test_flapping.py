@@ -20,7 +20,7 @@ from stages.decide import decide, ok_evaluations_after, recent_breach
 from stages.decisions import Advance, AwaitApproval, Complete, Decision, Hold, RollBack, StepBack
 from stages.plan import Plan
 from stages.state import GateMark, GateReading, Outcome, RolloutState, Status
-from stages.transitions import apply, tick
+from stages.transitions import tick
 from tests.unit.plans import MINUTE, SECOND, T0, at, gate, marks, ramp, reading, state
 
 OK, HOLD, NO_DATA, ERROR, ROLLBACK, ABORT = (
@@ -67,23 +67,6 @@ def drive(
     return out
 
 
-def _apply_keeps_a_run() -> bool:
-    """Whether ``stages.transitions`` stores ``ok_evaluations`` as a run of consecutive
-    all-ok ticks (``ok_evaluations_after``) rather than a total."""
-    before = running(plan_with(timedelta(0)), ok_evaluations=2)
-    after = apply(before, Hold("blip"), err(HOLD, at(minutes=1)), at(minutes=1))
-    return after.ok_evaluations == 0
-
-
-# stages/transitions.py (not this change's file) adds one per ok tick and never resets;
-# these tests run in full once it stores ok_evaluations_after() instead.
-NEEDS_RUN_IN_TRANSITIONS = pytest.mark.xfail(
-    not _apply_keeps_a_run(),
-    reason="stages.transitions.record_readings still counts a total, not a run",
-    strict=True,
-)
-
-
 # --- flapping -------------------------------------------------------------------------
 
 
@@ -106,7 +89,6 @@ def test_a_gate_flapping_faster_than_its_for_never_advances_nor_rolls_back(
     assert all(f"{level} " in r and "within for: 2m" in r for r in ok_tick_reasons[1:])
 
 
-@NEEDS_RUN_IN_TRANSITIONS
 def test_a_gate_flapping_slower_than_its_for_never_advances_either() -> None:
     # Every ok tick is past the last breach's `for` window; only the run of
     # consecutive ok ticks, never longer than one, keeps the step from advancing.
@@ -169,7 +151,6 @@ def test_after_a_reset_the_next_ok_tick_is_one_of_min_evaluations() -> None:
     assert decision == Hold("dwell: 4m50s left; 1 of 3 ok evaluations in a row")
 
 
-@NEEDS_RUN_IN_TRANSITIONS
 @pytest.mark.parametrize("blip", BLIPS, ids=BLIP_IDS)
 def test_after_one_bad_tick_it_takes_min_evaluations_ok_ticks_again(
     blip: Outcome | None,
@@ -321,11 +302,6 @@ def test_no_advance_while_a_raw_breach_is_inside_for(run: Run) -> None:
             assert not breached_within(t.in_step, t.now - sustain), t.in_step
 
 
-@pytest.mark.xfail(
-    not _apply_keeps_a_run(),
-    reason="stages.transitions.record_readings still counts a total, not a run",
-    strict=False,  # a search that happens to find no counterexample is no news
-)
 @settings(max_examples=400, deadline=None)
 @given(runs(levels=(OK, OK, OK, HOLD, NO_DATA, ERROR, ROLLBACK, ABORT)))
 def test_an_advance_comes_exactly_when_the_evidence_allows(run: Run) -> None:
