@@ -3,6 +3,7 @@ does I/O at import time."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -37,6 +38,7 @@ from controller.scheduler import Scheduler
 from controller.settings import Settings
 from controller.snapshots import SnapshotHolder
 from controller.store import Store
+from controller.ui.session import session_token_id
 from controller.webhooks import DeliveryWorker
 from stages.durations import parse_duration
 
@@ -169,6 +171,7 @@ def create_app(
             tokens=runtime.tokens,
             per_minute=settings.rate_limit_per_min,
             burst=settings.rate_limit_burst,
+            session_owner=functools.partial(session_token_id, runtime),
         )
     app.state.evaluation_counts = evaluation.EvaluationCounts()
     metrics.install(app, runtime, app.state.evaluation_counts, public=settings.metrics_public)

@@ -7,6 +7,7 @@ restarts its step's dwell and leaves it paused for a person to resume."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -25,13 +26,38 @@ from flags.model import Flag
 
 
 def flag_view(row: FlagRow) -> dict[str, Any]:
+    problems: list[str] = []
+    definition = _strict_json(row.definition, "", problems)
+    extra: dict[str, Any] = {}
+    if problems:
+        # Stored by an older version (SQLite's JSON keeps NaN): shown, not served, and
+        # the list must not become a 500 because of it. A PUT of a fixed flag repairs it.
+        extra["unreadable"] = f"stored value not finite at {', '.join(problems)}; put it again"
     return {
-        **row.definition,
+        "key": row.key,
+        **definition,
+        **extra,
         "version": row.version,
         "managed_by": row.managed_by,
         "created_at": row.created_at.isoformat(),
         "updated_at": row.updated_at.isoformat(),
     }
+
+
+def _strict_json(value: Any, path: str, problems: list[str]) -> Any:
+    """``value`` with each NaN or ±Infinity as its name in a string (strict JSON has no
+    such numbers), their paths in ``problems``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        problems.append(path or "(the definition)")
+        return str(value)
+    if isinstance(value, dict):
+        return {
+            k: _strict_json(v, f"{path}.{k}" if path else str(k), problems)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_strict_json(v, f"{path}[{i}]", problems) for i, v in enumerate(value)]
+    return value
 
 
 def parse_flag(body: object, key: str) -> Flag:

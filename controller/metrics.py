@@ -202,6 +202,34 @@ class StateCollector(Collector):
             )
             last.add_metric([], scheduler.last_pass_at.timestamp())
             yield last
+        late = GaugeMetricFamily(
+            "rollout_scheduler_check_lateness_seconds",
+            "How late recent checks started after they were due (up to a tick is normal),"
+            " by quantile over the last 4,096 checks.",
+            labels=["quantile"],
+        )
+        for q, value in scheduler.lateness_quantiles((0.5, 0.99, 1.0)).items():
+            late.add_metric([f"{q:g}"], value)
+        yield late
+        in_flight, _ = scheduler.in_flight()
+        busy = GaugeMetricFamily(
+            "rollout_scheduler_checks_in_flight", "Checks queued or running now."
+        )
+        busy.add_metric([], in_flight)
+        yield busy
+        slow = GaugeMetricFamily(
+            "rollout_scheduler_slow_rollouts",
+            "Rollouts whose last check was slow or read an error: they wait in the slow lane.",
+        )
+        slow.add_metric([], scheduler.slow_rollouts())
+        yield slow
+        failing = GaugeMetricFamily(
+            "rollout_scheduler_failing_rollouts",
+            "Rollouts whose last check raised (an error for that rollout alone; paused"
+            " after 3 in a row).",
+        )
+        failing.add_metric([], len(scheduler.failing()))
+        yield failing
 
 
 def _add_thresholds(family: GaugeMetricFamily, rollout: str, state: RolloutState) -> None:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import anyio.to_thread
 from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -106,9 +107,13 @@ class RateLimit:
         per_minute: float,
         burst: int,
         clock: Callable[[], float] = time.monotonic,
+        session_owner: Callable[[str], str | None] | None = None,
     ) -> None:
         self.app = app
         self._tokens = tokens
+        # A UI session id -> the token id it signed in with (a database read), so a
+        # person's UI changes count against their token, as their API changes do.
+        self._session_owner = session_owner
         self._buckets = TokenBuckets(per_minute, burst)
         self._clock = clock
 
@@ -116,7 +121,7 @@ class RateLimit:
         if not is_mutation(scope):
             await self.app(scope, receive, send)
             return
-        wait = self._buckets.take(self._who(scope), self._clock())
+        wait = self._buckets.take(await self._who(scope), self._clock())
         if wait <= 0:
             await self.app(scope, receive, send)
             return
@@ -140,14 +145,22 @@ class RateLimit:
         )
         await send({"type": "http.response.body", "body": payload})
 
-    def _who(self, scope: Scope) -> str:
+    async def _who(self, scope: Scope) -> str:
         authorization, cookie = _credentials(scope)
-        for candidate in (authorization, f"Bearer {cookie}" if cookie else None):
-            if candidate:
-                try:
-                    return "principal:" + self._tokens.authenticate(candidate).token_id
-                except Unauthorized:
-                    pass
+        if authorization:
+            try:
+                return "principal:" + self._tokens.authenticate(authorization).token_id
+            except Unauthorized:
+                pass
+        if cookie and self._session_owner is not None:
+            # An unknown cookie counts by address like no cookie: made-up cookies must
+            # not each get a bucket of their own (sign-in guessing would go unlimited).
+            try:
+                owner = await anyio.to_thread.run_sync(self._session_owner, cookie)
+            except Exception:  # the database is away: the address, not a 500
+                owner = None
+            if owner is not None:
+                return "principal:" + owner
         # No valid token: the peer's address. Behind a proxy that is the proxy's, shared
         # by everyone; X-Forwarded-For is not trusted, as any client can send it.
         client = scope.get("client")

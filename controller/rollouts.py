@@ -56,7 +56,10 @@ class ApplyResult:
 
 
 def plan_problems(error: PlanError) -> list[dict[str, object]]:
-    return [{"field": p.path, "line": p.line, "message": p.message} for p in error.problems]
+    # A problem of the whole text (YAML syntax, nesting, size) is the plan's own.
+    return [
+        {"field": p.path or "plan", "line": p.line, "message": p.message} for p in error.problems
+    ]
 
 
 def parse_plan_input(source: str | None, data: object | None) -> tuple[Plan, str]:

@@ -58,7 +58,8 @@ class Runtime:
 
     def __post_init__(self) -> None:
         self.rollouts = Rollouts(self.store, self.changed)
-        self.flags = Flags(self.store, self.changed)
+        # With the rollouts: a kill switch's pause then sends its webhook and metric.
+        self.flags = Flags(self.store, self.changed, rollouts=self.rollouts)
         self.leases = Leases(self.store, self.replica_id)
         self.outbox = Outbox(
             self.store,

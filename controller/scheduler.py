@@ -225,6 +225,15 @@ class Scheduler:
             return 0, None
         return len(started), time.monotonic() - min(started)
 
+    def lateness_quantiles(self, quantiles: tuple[float, ...]) -> dict[float, float]:
+        """Quantiles of the recent checks' lateness in seconds (none before a check)."""
+        with self._lock:
+            samples = sorted(self.lateness)
+        if not samples:
+            return {}
+        last = len(samples) - 1
+        return {q: samples[min(last, round(q * last))] for q in quantiles}
+
     def slow_rollouts(self) -> int:
         """Rollouts whose next check goes to the slow lane."""
         with self._lock:

@@ -270,6 +270,8 @@ def transition_event(
     event: AuditRow, before: RolloutState, after: RolloutState
 ) -> payloads.TransitionEvent:
     served = serving(after)
+    # What the transaction recorded as served wins: it knows the kill switch (0 %).
+    recorded = event.details.get("serving_after") if isinstance(event.details, dict) else None
     return payloads.TransitionEvent(
         audit_id=event.id or 0,
         action=event.action,
@@ -286,6 +288,7 @@ def transition_event(
             "percent": served.percent,
             "regions": sorted(served.regions),
             "shadow": served.shadow,
+            **(recorded if isinstance(recorded, dict) else {}),
         },
     )
 

@@ -26,7 +26,9 @@ class ActionBody(Body):
 
 
 class PlanBody(Body):
-    yaml: str | None = Field(default=None, max_length=262_144, description="plan file text")
+    # Bounded by the body limit; the plan's own limit (stages.limits, in UTF-8 bytes)
+    # is checked where the problem can name the field `plan`.
+    yaml: str | None = Field(default=None, description="plan file text")
     plan: dict[str, Any] | None = Field(default=None, description="plan as JSON")
 
     @model_validator(mode="after")

@@ -110,6 +110,12 @@ def end_session(runtime: Runtime, session_id: str) -> None:
         )
 
 
+def session_token_id(runtime: Runtime, session_id: str) -> str | None:
+    """The token id behind a live UI session (for the rate limiter), or None."""
+    owner = _session_owner(runtime, session_id, runtime.clock())
+    return None if owner is None else owner.token_id
+
+
 def _session_owner(runtime: Runtime, session_id: str, now: datetime) -> Principal | None:
     """Who holds this unexpired session, if its token is still live."""
     with runtime.store.read() as session:

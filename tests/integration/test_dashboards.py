@@ -41,6 +41,10 @@ EXPORTED_SERIES = frozenset(
         "rollout_scheduler_lag_seconds",
         "rollout_scheduler_passes_total",
         "rollout_scheduler_last_pass_timestamp_seconds",
+        "rollout_scheduler_check_lateness_seconds",
+        "rollout_scheduler_checks_in_flight",
+        "rollout_scheduler_slow_rollouts",
+        "rollout_scheduler_failing_rollouts",
         "rollout_snapshot_revision",
         "rollout_snapshot_age_seconds",
         # Only where a webhook is configured (test_metrics configures one).

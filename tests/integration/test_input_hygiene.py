@@ -105,6 +105,15 @@ def test_one_unreadable_stored_flag_leaves_the_others_served(backend_server: Ser
         assert native.status_code == 200
         assert (native.json()["reason"], native.json()["value"]) == ("ERROR", None)
     assert "flag 'broken' left out of the snapshot" in backend_server.log.read_text()
+    with backend_server.client() as c:
+        # The people-facing list shows the bad row, marked, instead of failing whole.
+        listed = c.get("/api/v1/flags")
+        assert listed.status_code == 200
+        broken = next(f for f in listed.json()["flags"] if f["key"] == "broken")
+        if nan:
+            assert broken["variants"] == {"a": {"x": "nan"}}
+            assert broken["unreadable"].startswith("stored value not finite at variants.a.x")
+        assert c.get("/api/v1/flags/broken").status_code == 200
 
 
 @pytest.mark.parametrize(

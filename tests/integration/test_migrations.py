@@ -273,12 +273,15 @@ def test_a_create_all_database_is_adopted_at_the_first_revision(store: Store) ->
     assert drift(store) == []
 
 
-def test_todays_create_all_is_the_first_revision(store: Store) -> None:
-    """While head is the first revision, a database made by create_all is adopted."""
-    if HEAD != migrate.FIRST_REVISION:
-        pytest.skip("the models have moved past the first revision")
+def test_todays_create_all_is_not_taken_for_the_first_revision(store: Store) -> None:
+    """Only 0001_initial's own tables are adopted without alembic_version: a database
+    made by today's create_all (past the first revision) is refused, never stamped."""
+    assert HEAD != migrate.FIRST_REVISION
     SQLModel.metadata.create_all(store.engine)
-    assert store.prepare_schema(upgrade=False).stamped
+    with pytest.raises(migrate.SchemaMismatch) as refused:
+        store.prepare_schema(upgrade=True)
+    assert "not in 0001_initial" in str(refused.value)
+    assert "alembic_version" not in tables(store)
 
 
 def test_a_create_all_database_that_differs_is_refused_and_left_alone(store: Store) -> None:

@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
+from controller.ui.session import SESSION_COOKIE
 from tests.serving import Server, plan_yaml, running_server
+from tests.ui_sessions import ui_session
 
 BURST = 3
 # One token every 10 s: nothing refills noticeably while a test runs.
@@ -73,3 +77,21 @@ def test_requests_without_a_valid_token_are_limited_by_address(server: Server) -
     # The address's bucket is not any principal's.
     with server.client() as admin:
         assert admin.post("/api/v1/plans", json={"yaml": plan_yaml("fine")}).status_code == 201
+
+
+def test_ui_changes_count_against_the_person_not_the_address(server: Server) -> None:
+    """Two people signed in to the UI from one address (one office proxy) each get their
+    own bucket, as with API tokens; a made-up session cookie counts by address."""
+    alice = ui_session(server.database_url, server.token("operator", "alice"))
+    bob = ui_session(server.database_url, server.token("operator", "bob"))
+
+    def ui_posts(session_id: str, count: int) -> list[int]:
+        with httpx.Client(base_url=server.url, cookies={SESSION_COOKIE: session_id}) as c:
+            # No CSRF token: the UI refuses these (403), but only after the limit counts.
+            return [c.post("/ui/rollouts/none/actions/pause").status_code for _ in range(count)]
+
+    first = ui_posts(alice, BURST + 1)
+    assert first[-1] == 429 and 429 not in first[:-1], first
+    assert 429 not in ui_posts(bob, BURST)  # bob's bucket is his own
+    guessed = [ui_posts(secrets.token_urlsafe(32), 1)[0] for _ in range(BURST + 1)]
+    assert guessed[-1] == 429, guessed  # new cookies each time: still one address

@@ -133,6 +133,7 @@ def test_healthy_rollout_advances_through_every_step_to_completed(stack: Stack) 
         "percent": 100.0,
         "regions": ["us-west-1"],
         "shadow": False,
+        "kill_switch": False,
     }
     steps = [(e["action"], e["to_step"]) for e in stack.automatic("healthy")]
     assert steps == [("advance", i) for i in range(1, 6)] + [("complete", 5)]

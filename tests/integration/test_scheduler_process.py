@@ -25,7 +25,7 @@ from controller.store import Store
 from controller.tables import LeaseRow
 from stages.actions import Action
 from tests.databases import fresh_database
-from tests.hostile import HostilePeer, hang
+from tests.hostile import HostilePeer, hang, prometheus_answer, respond
 from tests.serving import running_server
 
 GATED = """
@@ -203,3 +203,40 @@ def test_a_replica_30_minutes_ahead_cuts_no_hold_short_and_steals_no_lease(
         assert with_own_clock["decision"] == "Advance"
     finally:
         store.dispose()
+
+
+def test_a_crashed_replicas_rollout_is_taken_over_within_the_lease(
+    tmp_path: Path, postgres: str
+) -> None:
+    """SIGKILL leaves the lease behind: another replica takes the rollout over once it
+    runs out, within max(15 s, one interval) of the crash (plus a tick), not 3 intervals."""
+    healthy = respond(prometheus_answer(0.001))
+    env = {"ROLLOUT_SCHEDULER": "true"}
+    with HostilePeer(healthy) as prometheus:
+        env["ROLLOUT_PROMETHEUS_URL"] = prometheus.url
+        store = Store(postgres)
+        try:
+            with running_server(
+                tmp_path, database_url=postgres, extra_env={**env, "ROLLOUT_REPLICA_ID": "a"}
+            ) as a:
+                with a.client() as c:
+                    assert c.post("/api/v1/plans", json={"yaml": GATED}).status_code == 201
+                    assert (
+                        c.post("/api/v1/rollouts/stuck/actions/start", json={}).status_code == 200
+                    )
+                leases = Leases(store, "observer")
+                wait_until(lambda: leases.holder_of("stuck") == "a", 30, "replica a holds it")
+                with running_server(
+                    tmp_path, database_url=postgres, extra_env={**env, "ROLLOUT_REPLICA_ID": "b"}
+                ):
+                    assert leases.holder_of("stuck") == "a"  # b waits while a lives
+                    a.process.kill()
+                    a.process.wait(timeout=30)
+                    crashed = time.monotonic()
+                    wait_until(lambda: leases.holder_of("stuck") == "b", 40, "b took over")
+                    took = time.monotonic() - crashed
+        finally:
+            store.dispose()
+    # The lease is 15 s from its last renewal (every 5 s or each check), the interval
+    # 1 s, a pass every 1 s: at most 15 s + a tick after the crash.
+    assert took <= 15 + 1 + 1.5, took
