@@ -292,9 +292,12 @@ class Rollouts:
         decision: Decision,
         readings: Sequence[GateReading],
         now: datetime,
+        *,
+        checked_at: datetime | None = None,
     ) -> RolloutState:
         """Persist what ``decide`` said for one tick (the scheduler's shell). Refused if
-        anything wrote the rollout since the tick loaded it."""
+        anything wrote the rollout since the tick loaded it. ``checked_at`` is the slot
+        the next check is counted from (default ``now``)."""
         transition = isinstance(decision, TRANSITIONS)
         with self._store.write() as session:
             row = _load(session, name)
@@ -304,7 +307,8 @@ class Rollouts:
                 )
             before = state_from_row(row)
             after = apply_decision(before, decision, readings, now)
-            version = _cas(session, row, after, now, bump=transition, extra={"checked_at": now})
+            slot = now if checked_at is None else checked_at
+            version = _cas(session, row, after, now, bump=transition, extra={"checked_at": slot})
             session.add_all(gate_history.rows_for(name, before.step, readings))
             if transition:
                 enabled = flag_enabled(session, row.flag_key)

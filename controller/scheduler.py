@@ -55,8 +55,10 @@ LEASE_RENEW_SECONDS = 5.0
 # other and never in front of a healthy rollout's rollback. One fast, clean check
 # brings it back.
 SLOW_CHECK_SECONDS = 2.0
-# Threads the fast lane may grow to while some of its workers are stuck.
+# Threads the fast lane may grow to while some of its workers are stuck (a thread blocked
+# on a socket costs little), and how long a check runs before its worker counts as stuck.
 MAX_THREADS = 256
+STUCK_SECONDS = 1.0
 LATENESS_SAMPLES = 4096
 # A failed check is tried again after its interval, but at least this often.
 MAX_RETRY_INTERVAL = timedelta(minutes=10)
@@ -133,9 +135,11 @@ class Scheduler:
         self._retention = retention
         workers = max(1, workers)
         self._lanes = {
-            "fast": _Lane("fast", workers, max_threads=min(MAX_THREADS, workers * 4)),
+            "fast": _Lane("fast", workers, max_threads=min(MAX_THREADS, workers * 16)),
             # Rollouts known to be slow wait for each other here, and never grow threads.
-            "slow": _Lane("slow", max(1, workers // 4), max_threads=max(1, workers // 4)),
+            # As many as the fast lane: their threads wait on sockets, and each hanging
+            # rollout must still be read often enough to reach max_gate_errors.
+            "slow": _Lane("slow", workers, max_threads=workers),
         }
         self._slow: set[str] = set()  # rollouts whose last check was slow or failed
         self._dispatcher: threading.Thread | None = None
@@ -261,7 +265,7 @@ class Scheduler:
             self._renew_leases()
             for name, interval, due_at in self._due(now):
                 slow = name in self._slow
-                task = partial(self._run_check, name, interval, due_at)
+                task = partial(self._run_check, name, interval, due_at, now)
                 if self._submit(name, task, slow=slow):
                     queued.append(name)
             self._prune_soon(now)
@@ -346,13 +350,12 @@ class Scheduler:
         self._lanes["slow" if slow else "fast"].queue.put(run)
         return True
 
-    def _run_check(self, name: str, interval: timedelta, due_at: datetime | None) -> None:
+    def _run_check(
+        self, name: str, interval: timedelta, due_at: datetime | None, slot: datetime
+    ) -> None:
         began = time.monotonic()
-        if due_at is not None:
-            late = (self._clock() - due_at).total_seconds()
-            with self._lock:
-                self.lateness.append(max(0.0, late))
-        result = self.check(name, deadline=began + check_deadline(interval).total_seconds())
+        deadline = began + check_deadline(interval).total_seconds()
+        result = self.check(name, deadline=deadline, due_at=due_at, slot=slot)
         slow = (
             result.error is not None
             or any(r.outcome is Outcome.ERROR for r in result.readings)
@@ -366,15 +369,30 @@ class Scheduler:
 
     # -- one check -----------------------------------------------------------------
 
-    def check(self, name: str, *, deadline: float | None = None) -> CheckResult:
+    def check(
+        self,
+        name: str,
+        *,
+        deadline: float | None = None,
+        due_at: datetime | None = None,
+        slot: datetime | None = None,
+    ) -> CheckResult:
         """Load, read gates, decide, save: one rollout, one tick. Never raises: a check
-        that fails is an error for this rollout alone."""
+        that fails is an error for this rollout alone.
+
+        ``slot`` is the pass that queued the check: the next check is due one interval
+        after it, not after this check's start, so the few milliseconds a check waits
+        for a worker do not push every later check of the rollout to the next pass."""
         try:
-            now = self._clock()  # the database's clock on PostgreSQL: it may be away
+            now = self._clock()  # once per check; the database's clock on PostgreSQL
         except Exception as exc:
             return self._failed(name, datetime.now(UTC), exc)
+        if due_at is not None:
+            with self._lock:
+                self.lateness.append(max(0.0, (now - due_at).total_seconds()))
+        on_time = slot is not None and now - slot <= timedelta(seconds=self._tick_seconds)
         try:
-            result = self._check(name, now, deadline)
+            result = self._check(name, now, deadline, slot if on_time else None)
         except Exception as exc:
             return self._failed(name, now, exc)
         with self._lock:
@@ -382,7 +400,9 @@ class Scheduler:
         self._succeeded(name)
         return result
 
-    def _check(self, name: str, now: datetime, deadline: float | None) -> CheckResult:
+    def _check(
+        self, name: str, now: datetime, deadline: float | None, slot: datetime | None
+    ) -> CheckResult:
         try:
             state, row_version = self._load(name)
         except NotFound:
@@ -394,7 +414,9 @@ class Scheduler:
         readings = read_gates(self._gates, state, now, deadline)
         decision = decide(state, readings, now)
         try:
-            self._rollouts.record_decision(name, row_version, decision, readings, now)
+            self._rollouts.record_decision(
+                name, row_version, decision, readings, now, checked_at=slot
+            )
         except VersionConflict:
             # Someone acted while the gates were read: their change wins; check again next tick.
             log.info("rollout %s changed during its check; the tick is dropped", name)
@@ -486,7 +508,7 @@ class _Lane:
     """A queue and the worker threads that drain it.
 
     ``workers`` threads are kept free for new checks: a thread busy on one check for
-    longer than SLOW_CHECK_SECONDS (a gate read that hangs until its timeout, say)
+    longer than STUCK_SECONDS (a gate read that hangs until its timeout, say)
     no longer counts, and another is started in its place, up to ``max_threads``. So
     the first check of a rollout whose Prometheus hangs, before the lane knows to send
     it to the slow lane, holds one thread and not a healthy rollout's place in line.
@@ -548,7 +570,7 @@ class _Lane:
 
     def _stuck(self) -> int:  # with self._lock held
         now = time.monotonic()
-        return sum(1 for began in self._busy.values() if now - began > SLOW_CHECK_SECONDS)
+        return sum(1 for began in self._busy.values() if now - began > STUCK_SECONDS)
 
     def _work(self) -> None:
         me = threading.current_thread()

@@ -17,7 +17,7 @@ from controller.leases import Leases
 from controller.rollouts import Rollouts, parse_plan_input
 from controller.scheduler import Scheduler
 from controller.store import Store
-from controller.tables import AuditRow, GateEvaluationRow, LeaseRow
+from controller.tables import AuditRow, GateEvaluationRow, LeaseRow, RolloutRow
 from stages.actions import Action
 from stages.plan import Gate
 from stages.state import GateReading, Outcome
@@ -332,3 +332,27 @@ def test_gate_checks_that_hold_do_not_make_a_persons_version_stale(store: Store)
     assert rollouts.get("gated", clock())["version"] == seen
     paused = rollouts.act("gated", Action.PAUSE, actor="bob", now=clock(), expected_version=seen)
     assert paused["version"] == seen + 1
+
+
+def test_the_next_check_counts_from_the_pass_not_the_checks_start(store: Store) -> None:
+    """A check that waited 300 ms for a worker is still due again one interval after
+    its pass: waits do not push each later check of the rollout one tick back."""
+    gates = FakeGates(Outcome.HOLD)
+    rollouts, _, clock = setup(store, GATED_PLAN, gates)
+    reads: list[datetime] = []
+
+    def waited() -> datetime:
+        # Each pass reads the clock once, then its check once, 300 ms later.
+        reads.append(clock.now if len(reads) % 2 == 0 else clock.now + timedelta(seconds=0.3))
+        return reads[-1]
+
+    scheduler = Scheduler(store, rollouts, gates, Leases(store, "r1"), waited)
+    passes: list[datetime] = []
+    for _ in range(6):
+        passes.append(clock.now)
+        tick(scheduler)
+        clock.advance(10)  # exactly one interval after the pass
+    assert len(gates.asked) == 6  # due at every pass, none slipped to the next
+    with store.read() as s:
+        row = s.get(RolloutRow, "gated")
+        assert row is not None and row.checked_at == passes[-1]
