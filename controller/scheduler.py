@@ -307,16 +307,20 @@ class Scheduler:
 
     def _due(self, now: datetime) -> list[tuple[str, timedelta, datetime | None]]:
         with self._store.read() as session:
+            # The interval alone, extracted by the database: decoding every plan's JSON
+            # was most of a pass's time at 1,000 rollouts.
             rows = session.execute(
-                select(RolloutRow.name, RolloutRow.plan, RolloutRow.checked_at).where(
-                    col(RolloutRow.status).in_([s.value for s in ACTIVE_STATUSES])
-                )
+                select(
+                    RolloutRow.name,
+                    col(RolloutRow.plan)["interval"].as_string(),
+                    RolloutRow.checked_at,
+                ).where(col(RolloutRow.status).in_([s.value for s in ACTIVE_STATUSES]))
             ).all()
         with self._lock:
             not_before = dict(self._not_before)
         due: list[tuple[str, timedelta, datetime | None]] = []
-        for name, plan, checked_at in rows:
-            interval = _interval_of(plan)
+        for name, raw_interval, checked_at in rows:
+            interval = _interval_of({"interval": raw_interval} if raw_interval else {})
             retry_at = not_before.get(name)
             if retry_at is not None and now < retry_at:
                 continue

@@ -665,7 +665,7 @@ def section(results: Sequence[Mapping[str, Any]], command: str) -> str:
         lines += scenario_table(result)
     lines += list(map(goal_line, results))
     hanging = max(r["hanging_rollouts"] for r in results)
-    slow_workers = max(1, int(settings["workers"]) // 4)
+    slow_workers = int(settings["workers"])  # the slow lane is as big as the fast one
     check_s = 3 * settings["gate_timeout"]
     round_trip = (
         f"hanging rollouts x {check_s:g} s / {slow_workers} slow-lane workers "
@@ -673,27 +673,21 @@ def section(results: Sequence[Mapping[str, Any]], command: str) -> str:
     )
     lines += [
         "",
-        "What the figures mean: *check lateness* is how long after its due time (the last "
-        "check's start plus the interval) a check started; *pass lag* is how late a pass "
-        "began beyond its tick (the `rollout_scheduler_lag_seconds` metric). A due check is "
-        "found by the next pass, so lateness includes up to one tick (1 s) of discovery. "
-        "And since a check's due time is counted from its predecessor's *start*, a check "
-        "that waited in the queue longer than the pass's 50 ms tolerance puts its successor "
-        "one whole pass later: when a pass queues a few dozen checks for 8 workers, most "
-        "wait longer than that, so most checks start about one tick late and each rollout "
-        "is checked every interval plus a tick (the interval actually kept, above), which "
-        "also lowers checks per second below rollouts / interval. That is a phase drift, "
-        "not a backlog: passes stay on time and nothing queues up from one pass to the "
-        "next. Hanging rollouts' checks take three gate timeouts each. The first one runs "
-        "in the fast lane, which grows to at most 4 x workers threads while some are "
-        "stuck; when more hanging checks arrive than that, healthy checks wait behind "
-        "them (the first-round figures of the second scenario). After that the hanging "
-        "rollouts stay in the slow lane (workers / 4 threads), among themselves: their own "
-        "checks fall minutes behind their interval (a hanging rollout is read about once "
-        f"every {round_trip}, so it takes that times `max_gate_errors` to be paused as "
-        "gate source unavailable); the window's first part still holds the last of the "
-        "first-round stragglers in the fast lane, and its last half shows the healthy "
-        "rollouts' checks once they are gone.",
+        "What the figures mean: *check lateness* is how long after its due time a check "
+        "started; a check is due one interval after the pass that queued the one before "
+        "(not after that check's start, so the wait for a worker does not add up from "
+        "check to check). *Pass lag* is how late a pass began beyond its tick (the "
+        "`rollout_scheduler_lag_seconds` metric). A check becomes due between passes and "
+        "is found by the next one, which sits on the same 1 s grid as the pass that "
+        "queued its predecessor, so lateness is the wait for a worker plus the pass's own "
+        "lag. Hanging rollouts' checks take three gate timeouts each. The first one runs "
+        "in the fast lane, which starts a thread in place of each worker stuck for 1 s "
+        "(up to 16 x workers), so healthy checks do not wait behind them for long (the "
+        "first-round figures of the second scenario). After that the hanging rollouts "
+        "stay in the slow lane (as many workers as the fast lane), among themselves: "
+        "their own checks fall behind their interval (a hanging rollout is read about "
+        f"once every {round_trip}, so it takes that times `max_gate_errors` to be paused "
+        "as gate source unavailable).",
         END,
     ]
     return "\n".join(lines)
