@@ -294,10 +294,13 @@ class Rollouts:
         now: datetime,
         *,
         checked_at: datetime | None = None,
+        loaded: RolloutState | None = None,
     ) -> RolloutState:
         """Persist what ``decide`` said for one tick (the scheduler's shell). Refused if
         anything wrote the rollout since the tick loaded it. ``checked_at`` is the slot
-        the next check is counted from (default ``now``)."""
+        the next check is counted from (default ``now``); ``loaded`` is the state the
+        tick decided on, which the unchanged ``row_version`` proves current (its plan
+        is not parsed a second time)."""
         transition = isinstance(decision, TRANSITIONS)
         with self._store.write() as session:
             row = _load(session, name)
@@ -305,7 +308,7 @@ class Rollouts:
                 raise VersionConflict(
                     f"rollout {name!r} changed during the tick", current_version=row.version
                 )
-            before = state_from_row(row)
+            before = loaded if loaded is not None else state_from_row(row)
             after = apply_decision(before, decision, readings, now)
             slot = now if checked_at is None else checked_at
             version = _cas(session, row, after, now, bump=transition, extra={"checked_at": slot})

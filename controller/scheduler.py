@@ -419,7 +419,7 @@ class Scheduler:
         decision = decide(state, readings, now)
         try:
             self._rollouts.record_decision(
-                name, row_version, decision, readings, now, checked_at=slot
+                name, row_version, decision, readings, now, checked_at=slot, loaded=state
             )
         except VersionConflict:
             # Someone acted while the gates were read: their change wins; check again next tick.
