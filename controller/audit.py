@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import col, select
 
 from controller.audit_chain import GENESIS, ChainWalk, VerifyReport, canonical_json, event_hash
-from controller.tables import AuditRow, RevisionRow
+from controller.storage.tables import AuditRow, RevisionRow
 from stages.state import RolloutState
 
 VERIFY_BATCH = 500

@@ -20,8 +20,8 @@ from sqlmodel import col, select
 
 from controller import audit
 from controller.errors import Forbidden, NotFound, Unauthorized
-from controller.store import Store
-from controller.tables import TokenRow
+from controller.storage.store import Store
+from controller.storage.tables import TokenRow
 
 
 class Role(enum.StrEnum):
@@ -70,7 +70,7 @@ def new_secret() -> str:
 
 class TokenRegistry:
     """The live tokens, by hash. Reloaded from the database after every change here,
-    and by ``controller.refresh`` after changes made through other replicas."""
+    and by ``controller.jobs.snapshot_refresh`` after changes made through other replicas."""
 
     def __init__(self, store: Store, bootstrap_admin: str | None) -> None:
         self._store = store

@@ -1,5 +1,5 @@
 """The controller's error hierarchy. HTTP status codes are assigned only at the edge
-(``controller.http_errors``); everything below raises these.
+(``controller.http.errors``); everything below raises these.
 
     ControllerError
     ├── NotFound            the named flag, rollout or token does not exist

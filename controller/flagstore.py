@@ -19,8 +19,8 @@ from sqlmodel import col, select
 from controller import audit
 from controller.errors import Invalid, NotFound, Refused, VersionConflict
 from controller.rollouts import Rollouts
-from controller.store import Store
-from controller.tables import FlagRow, RolloutRow
+from controller.storage.store import Store
+from controller.storage.tables import FlagRow, RolloutRow
 from flags.codec import FlagDefinitionError, flag_from_dict, flag_to_dict
 from flags.model import Flag
 

@@ -18,11 +18,12 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 from sqlmodel import col, select
 
-from controller import audit, gate_history
+from controller import audit
 from controller.errors import Conflict, Invalid, NotFound, Refused, VersionConflict
-from controller.mapping import rollout_view, state_columns, state_from_row
-from controller.store import Store
-from controller.tables import AuditRow, FlagRow, RolloutRow
+from controller.gates import history as gate_history
+from controller.storage.mapping import rollout_view, state_columns, state_from_row
+from controller.storage.store import Store
+from controller.storage.tables import AuditRow, FlagRow, RolloutRow
 from flags.codec import FlagDefinitionError, flag_from_dict
 from stages.actions import Action, ActionRefused, perform
 from stages.decisions import (

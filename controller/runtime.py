@@ -15,16 +15,16 @@ from fastapi import Depends, Request
 
 from controller.auth import Permission, Principal, TokenRegistry, require
 from controller.flagstore import Flags
-from controller.gates import GateSource
-from controller.leases import Leases
-from controller.readiness import Probe
-from controller.refresh import SnapshotRefresher
+from controller.gates.prometheus import GateSource
+from controller.http.readiness import Probe
+from controller.jobs.scheduler import Scheduler
+from controller.jobs.snapshot_refresh import SnapshotRefresher
+from controller.notify.webhooks import DeliveryWorker, Outbox
 from controller.rollouts import Rollouts
-from controller.scheduler import Scheduler
 from controller.settings import Settings
 from controller.snapshots import SnapshotHolder
-from controller.store import Store
-from controller.webhooks import DeliveryWorker, Outbox
+from controller.storage.leases import Leases
+from controller.storage.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class Runtime:
     webhook_worker: DeliveryWorker | None = None
     # "Test a gate now" requests in progress, at most settings.gate_test_concurrency.
     gate_tests: threading.BoundedSemaphore = field(init=False)
-    # /readyz's probes of the database and Prometheus (controller.readiness).
+    # /readyz's probes of the database and Prometheus (controller.http.readiness).
     probes: dict[str, Probe] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -113,7 +113,7 @@ def needs(permission: Permission) -> Callable[..., Principal]:
         return require(principal, permission)
 
     dependency.__name__ = f"needs_{permission.value}"
-    # Read by controller.http_errors to refuse a caller without the permission before
+    # Read by controller.http.errors to refuse a caller without the permission before
     # telling it what is wrong with its body.
     dependency.permission = permission  # type: ignore[attr-defined]
     return dependency

@@ -1,6 +1,6 @@
 """Settings from ``ROLLOUT_*`` environment variables (pydantic-settings).
 
-Built once by the composition root (``controller.app.create_app``) or the CLI;
+Built once by the composition root (``controller.http.app.create_app``) or the CLI;
 never a module-level instance, so tests pass their own.
 """
 
@@ -16,7 +16,7 @@ from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_va
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from controller.deadline_http import redact_url
-from controller.webhook_config import WebhookConfig, unique_names
+from controller.notify.config import WebhookConfig, unique_names
 from stages.durations import parse_duration
 
 _URL_FIELDS = frozenset({"prometheus_url", "database_url", "public_url"})

@@ -17,9 +17,9 @@ from datetime import UTC, datetime
 from sqlmodel import select
 
 from controller.audit import current_revision
-from controller.mapping import state_from_row
-from controller.store import Store
-from controller.tables import FlagRow, RolloutRow
+from controller.storage.mapping import state_from_row
+from controller.storage.store import Store
+from controller.storage.tables import FlagRow, RolloutRow
 from flags.codec import flag_from_dict
 from flags.model import Flag, RolloutServing
 from flags.snapshot import Snapshot

@@ -1,6 +1,7 @@
 """Classifying one gate reading: the value a query returned, against the gate's thresholds.
 
-Pure: the adapter (``controller.gates``) fetches the numbers; this decides what they mean.
+Pure: the adapter (``controller.gates.prometheus``) fetches the numbers; this decides
+what they mean.
 Non-finite numbers are never ok evidence: NaN is no data; ±Inf is compared with the
 thresholds (an infinite error rate rolls back) and is no data when it crosses none.
 """

@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session
 from sqlmodel import col, select
 
 from controller.audit import current_revision
-from controller.store import Store
-from controller.tables import (
+from controller.storage.store import Store
+from controller.storage.tables import (
     AuditRow,
     FlagRow,
     GateEvaluationRow,

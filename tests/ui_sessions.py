@@ -11,8 +11,8 @@ import secrets
 from datetime import UTC, datetime, timedelta
 
 from controller.auth import hash_token
-from controller.store import Store
-from controller.tables import UiSessionRow
+from controller.storage.store import Store
+from controller.storage.tables import UiSessionRow
 
 
 @functools.cache

@@ -3,7 +3,7 @@ in-memory snapshot (never the database), so they keep answering while it is down
 
 What an evaluation request means (its context, its answer, its status and its bytes)
 is defined once here, as plain functions. Two front ends serve them: the lean ASGI
-handler in ``controller.fastpath``, which answers these routes in production, and the
+handler in ``controller.http.fastpath``, which answers these routes in production, and the
 FastAPI routes below, which document them in ``/openapi.json`` and answer whatever the
 lean handler passes on. Both produce the same bytes.
 """

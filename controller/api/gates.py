@@ -11,15 +11,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import AwareDatetime, Field
 
-from controller import gate_history
 from controller.api.bodies import Body
 from controller.api.params import PathText, QueryText
 from controller.errors import Busy, Invalid, NotFound
-from controller.mapping import state_from_row
+from controller.gates import history as gate_history
+from controller.jobs.scheduler import query_variables
 from controller.rollouts import plan_problems
 from controller.runtime import Reader, Runtime, RuntimeDep
-from controller.scheduler import query_variables
-from controller.tables import RolloutRow
+from controller.storage.mapping import state_from_row
+from controller.storage.tables import RolloutRow
 from stages.decide import decide
 from stages.planfile import PlanError, parse_plan_data
 

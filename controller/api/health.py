@@ -8,8 +8,8 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from controller.jobs.scheduler import Scheduler
 from controller.runtime import Runtime, RuntimeDep
-from controller.scheduler import Scheduler
 
 router = APIRouter(tags=["health"])
 

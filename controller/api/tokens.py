@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from controller.api.bodies import TokenBody
 from controller.api.params import PathText
 from controller.runtime import Admin, RuntimeDep
-from controller.tables import TokenRow
+from controller.storage.tables import TokenRow
 
 router = APIRouter(prefix="/api/v1/tokens", tags=["tokens"])
 

@@ -7,8 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 
 from controller.api.params import MAX_DB_INT, QueryText
+from controller.notify.webhooks import DeliveryStatus
 from controller.runtime import Admin, Reader, RuntimeDep
-from controller.webhooks import DeliveryStatus
 
 router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"])
 

@@ -28,7 +28,6 @@ import httpx
 import uvicorn
 from pydantic import SecretStr
 
-from controller.app import create_app
 from controller.deadline_http import redact_url
 from controller.demo.display import (
     Display,
@@ -38,12 +37,13 @@ from controller.demo.display import (
     make_display,
     print_summary,
 )
-from controller.demo.service import FLAG, DemoService, Traffic
-from controller.prometheus_process import (
+from controller.demo.prometheus_process import (
     PrometheusNotFound,
     PrometheusProcess,
     PrometheusStartError,
 )
+from controller.demo.service import FLAG, DemoService, Traffic
+from controller.http.app import create_app
 from controller.settings import Settings
 from stages.plan import Plan
 from stages.planfile import parse_plan

@@ -15,13 +15,13 @@ from markupsafe import Markup
 from sqlalchemy.orm import Session
 from sqlmodel import col, select
 
-from controller import gate_history
 from controller.audit import list_events
 from controller.errors import NotFound
-from controller.mapping import state_from_row
+from controller.gates import history as gate_history
 from controller.rollouts import view_of
 from controller.runtime import Runtime
-from controller.tables import RolloutRow
+from controller.storage.mapping import state_from_row
+from controller.storage.tables import RolloutRow
 from controller.ui import charts
 from controller.ui.forecast import Forecast, forecast
 from flags.model import EvaluationContext

@@ -30,7 +30,7 @@ from sqlmodel import col, select
 from controller.auth import Permission, Principal, Role, hash_token
 from controller.runtime import Runtime, RuntimeDep
 from controller.settings import Settings
-from controller.tables import TokenRow, UiSessionRow
+from controller.storage.tables import TokenRow, UiSessionRow
 from stages.durations import parse_duration
 
 SESSION_COOKIE = "rollout_session"

@@ -46,7 +46,7 @@ class BareApp:
     def __init__(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
         # Rendered answers by evaluation (compiled evaluators return the same object
-        # for the same answer), as in controller/fastpath.py; never evicted here, since
+        # for the same answer), as in controller/http/fastpath.py; never evicted here, since
         # one benchmark's flag has a handful of answers.
         self._native: dict[int, tuple[Evaluation, int, bytes]] = {}
         self._ofrep: dict[int, tuple[Evaluation, int, bytes]] = {}
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
     snapshot = snapshot_from_dict(json.loads(args.snapshot.read_text()))
-    # The same uvicorn settings as `rollout serve` (controller/cli.py).
+    # The same uvicorn settings as `rollout serve` (controller/cli/commands.py).
     uvicorn.run(
         BareApp(snapshot), host="127.0.0.1", port=args.port, log_level="warning", access_log=False
     )

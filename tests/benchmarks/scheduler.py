@@ -35,13 +35,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from controller.gates import GateSource, PrometheusGates
-from controller.leases import Leases
-from controller.prometheus_process import PrometheusProcess
+from controller.demo.prometheus_process import PrometheusProcess
+from controller.gates.prometheus import GateSource, PrometheusGates
+from controller.jobs.scheduler import LATENESS_SAMPLES, Scheduler
 from controller.rollouts import Rollouts, parse_plan_input
-from controller.scheduler import LATENESS_SAMPLES, Scheduler
 from controller.settings import Settings
-from controller.store import Store
+from controller.storage.leases import Leases
+from controller.storage.store import Store
 from stages.actions import Action
 from stages.plan import Gate
 from stages.state import GateReading

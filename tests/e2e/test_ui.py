@@ -18,7 +18,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
 
-from controller.prometheus_process import PrometheusProcess
+from controller.demo.prometheus_process import PrometheusProcess
 from tests.metrics_target import MetricsTarget
 from tests.serving import ROOT, Server, running_server
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.store import Store
+from controller.storage.store import Store
 from tests.databases import fresh_database
 from tests.serving import Server, running_server
 

@@ -25,7 +25,7 @@ from schemathesis import Case, GenerationMode
 from schemathesis.core.result import Ok
 from schemathesis.schemas import APIOperation
 
-from controller.store import Store
+from controller.storage.store import Store
 from tests.databases import fresh_database
 from tests.serving import ADMIN_TOKEN, Server, plan_yaml, running_server
 from tests.state_fingerprint import fingerprint

@@ -18,8 +18,8 @@ from controller import audit
 from controller.audit_chain import GENESIS, VerifyReport
 from controller.flagstore import Flags
 from controller.rollouts import Rollouts, parse_plan_input
-from controller.store import Store
-from controller.tables import AuditRow
+from controller.storage.store import Store
+from controller.storage.tables import AuditRow
 from stages.actions import Action
 from stages.decisions import Advance
 from tests.serving import Server, plan_yaml, running_server

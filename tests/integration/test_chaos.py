@@ -29,8 +29,8 @@ import httpx
 import pytest
 
 from controller.audit import bump_revision, current_revision, list_events, record, verify
-from controller.store import Store
-from controller.tables import FlagRow, RolloutRow
+from controller.storage.store import Store
+from controller.storage.tables import FlagRow, RolloutRow
 from tests.databases import fresh_database
 from tests.serving import running_server
 from tests.state_fingerprint import snapshot

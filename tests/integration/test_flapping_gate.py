@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 from sqlmodel import col
 
-from controller.gates import PrometheusGates
-from controller.leases import Leases
+from controller.gates.prometheus import PrometheusGates
+from controller.jobs.scheduler import CheckResult, Scheduler
 from controller.rollouts import Rollouts, parse_plan_input
-from controller.scheduler import CheckResult, Scheduler
-from controller.store import Store
-from controller.tables import AuditRow
+from controller.storage.leases import Leases
+from controller.storage.store import Store
+from controller.storage.tables import AuditRow
 from stages.actions import Action
 from stages.decisions import Hold
 from stages.state import Outcome

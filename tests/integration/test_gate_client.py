@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from controller.gates import PrometheusGates
-from controller.prometheus_process import PrometheusProcess
+from controller.demo.prometheus_process import PrometheusProcess
+from controller.gates.prometheus import PrometheusGates
 from stages.plan import Gate
 from stages.state import GateReading, Outcome
 from tests.metrics_target import MetricsTarget

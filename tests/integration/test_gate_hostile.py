@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from controller.app import prometheus_gates
-from controller.gates import PrometheusAuth, PrometheusGates
+from controller.gates.prometheus import PrometheusAuth, PrometheusGates
+from controller.http.app import prometheus_gates
 from controller.settings import Settings, explain_settings_error
 from stages.plan import Gate
 from stages.state import Outcome

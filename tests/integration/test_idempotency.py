@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from controller.auth import TokenRegistry
-from controller.idempotency import (
+from controller.http.idempotency import (
     Idempotency,
     IdempotencyKeys,
     InProgress,
@@ -28,7 +28,7 @@ from controller.idempotency import (
     Replay,
     Reserved,
 )
-from controller.store import Store
+from controller.storage.store import Store
 from tests.databases import fresh_database
 from tests.serving import ADMIN_TOKEN, Server, plan_yaml, running_server
 

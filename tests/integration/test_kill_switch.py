@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from controller.errors import Refused
 from controller.flagstore import Flags
 from controller.rollouts import Rollouts, parse_plan_input
-from controller.store import Store
+from controller.storage.store import Store
 from controller.ui.session import SESSION_COOKIE
 from flags.bucketing import bucket
 from stages.actions import Action

@@ -21,9 +21,9 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, select, text
 from sqlmodel import SQLModel
 
-from controller import migrate
-from controller.store import Store
-from controller.tables import FlagRow, RevisionRow
+from controller.storage import migrate
+from controller.storage.store import Store
+from controller.storage.tables import FlagRow, RevisionRow
 from tests.databases import fresh_database
 from tests.serving import ADMIN_TOKEN, free_port, stop, wait_healthy
 
@@ -48,10 +48,10 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("migration_probe")
 '''
-# `rollout ...` with controller.migrate reading the scripts from argv[1]: the real CLI and
+# `rollout ...` with controller.storage.migrate reading the scripts from argv[1]: the real CLI and
 # server, on a version whose head is PROBE.
 LAUNCH_WITH_SCRIPTS = (
-    "import sys; from pathlib import Path; import controller.migrate as m; "
+    "import sys; from pathlib import Path; import controller.storage.migrate as m; "
     "m.MIGRATIONS_DIR = Path(sys.argv[1]); from controller.cli import main; main(sys.argv[2:])"
 )
 
@@ -149,7 +149,7 @@ def test_models_and_migrations_agree(store: Store) -> None:
     migrate.upgrade(store)
     differences = drift(store)
     assert differences == [], (
-        "controller/tables.py and the migrations differ: write a migration with "
+        "controller/storage/tables.py and the migrations differ: write a migration with "
         "`rollout db revision -m 'what changed'` (see docs/database.md)\n"
         + "\n".join(map(str, differences))
     )

@@ -13,9 +13,9 @@ import pytest
 from controller.auth import Role, TokenRegistry
 from controller.errors import Unauthorized
 from controller.flagstore import Flags
-from controller.refresh import SnapshotRefresher
+from controller.jobs.snapshot_refresh import SnapshotRefresher
 from controller.snapshots import SnapshotHolder
-from controller.store import Store
+from controller.storage.store import Store
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
 FLAG = {"type": "boolean", "variants": {"off": False, "on": True}, "default_variant": "off"}
@@ -89,7 +89,7 @@ def test_an_outage_keeps_the_snapshot_and_is_logged_once(
     dead = Store("postgresql://postgres@127.0.0.1:1/none")  # nothing listens there
     holder._store = dead
     try:
-        with caplog.at_level(logging.WARNING, logger="controller.refresh"):
+        with caplog.at_level(logging.WARNING, logger="controller.jobs.snapshot_refresh"):
             for _ in range(5):
                 assert refresher.poll() is False
             time.sleep(0.05)

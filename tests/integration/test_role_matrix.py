@@ -20,9 +20,9 @@ from fastapi.routing import APIRoute
 from pydantic import SecretStr
 from starlette.routing import BaseRoute, Mount
 
-from controller.app import create_app
+from controller.http.app import create_app
 from controller.settings import Settings
-from controller.store import Store
+from controller.storage.store import Store
 from controller.ui.session import SESSION_COOKIE, SIGNIN_COOKIE, csrf_token
 from tests.serving import Server, plan_yaml, running_server
 from tests.state_fingerprint import fingerprint

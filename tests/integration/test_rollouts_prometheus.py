@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from controller.prometheus_process import PrometheusProcess
+from controller.demo.prometheus_process import PrometheusProcess
 from tests.metrics_target import MetricsTarget
 from tests.serving import Server, running_server
 

@@ -12,12 +12,12 @@ import pytest
 from sqlalchemy import update
 from sqlmodel import col
 
-from controller import gate_history
-from controller.leases import Leases
+from controller.gates import history as gate_history
+from controller.jobs.scheduler import Scheduler
 from controller.rollouts import Rollouts, parse_plan_input
-from controller.scheduler import Scheduler
-from controller.store import Store
-from controller.tables import AuditRow, GateEvaluationRow, LeaseRow, RolloutRow
+from controller.storage.leases import Leases
+from controller.storage.store import Store
+from controller.storage.tables import AuditRow, GateEvaluationRow, LeaseRow, RolloutRow
 from stages.actions import Action
 from stages.plan import Gate
 from stages.state import GateReading, Outcome

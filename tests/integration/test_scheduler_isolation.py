@@ -15,11 +15,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from controller.leases import Leases
+from controller.jobs.scheduler import FAILURES_BEFORE_PAUSE, Scheduler
 from controller.rollouts import Rollouts, parse_plan_input
-from controller.scheduler import FAILURES_BEFORE_PAUSE, Scheduler
-from controller.store import Store
-from controller.tables import AuditRow, LeaseRow
+from controller.storage.leases import Leases
+from controller.storage.store import Store
+from controller.storage.tables import AuditRow, LeaseRow
 from stages.actions import Action
 from stages.plan import Gate
 from stages.state import GateReading, Outcome

@@ -19,10 +19,10 @@ import httpx
 import psycopg
 import pytest
 
-from controller.leases import Leases
 from controller.rollouts import Rollouts, parse_plan_input
-from controller.store import Store
-from controller.tables import LeaseRow
+from controller.storage.leases import Leases
+from controller.storage.store import Store
+from controller.storage.tables import LeaseRow
 from stages.actions import Action
 from tests.databases import fresh_database
 from tests.hostile import HostilePeer, hang, prometheus_answer, respond
@@ -141,9 +141,9 @@ SKEWED = textwrap.dedent(
     """
     import json, sys
     from datetime import UTC, datetime
-    from controller.app import build_runtime
-    from controller.leases import Leases
-    from controller.scheduler import Scheduler
+    from controller.http.app import build_runtime
+    from controller.storage.leases import Leases
+    from controller.jobs.scheduler import Scheduler
     from controller.settings import Settings
 
     url, clock = sys.argv[1], sys.argv[2]

@@ -25,8 +25,8 @@ import pytest
 from sqlalchemy import update
 from sqlmodel import col
 
-from controller.store import Store
-from controller.tables import RolloutRow
+from controller.storage.store import Store
+from controller.storage.tables import RolloutRow
 from tests.hostile import Connection, HostilePeer, http_response, prometheus_answer
 from tests.serving import Server, running_server
 

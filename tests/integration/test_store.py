@@ -13,8 +13,8 @@ from controller.errors import Invalid, Refused, VersionConflict
 from controller.flagstore import Flags
 from controller.rollouts import Rollouts, parse_plan_input
 from controller.snapshots import SnapshotHolder
-from controller.store import Store
-from controller.tables import AuditRow, FlagRow, RolloutRow
+from controller.storage.store import Store
+from controller.storage.tables import AuditRow, FlagRow, RolloutRow
 from flags.model import EvaluationContext
 from stages.actions import Action
 from stages.decisions import Advance, Hold

@@ -24,11 +24,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlmodel import col, select
 
+from controller.notify.config import TRANSITION_EVENTS, WebhookConfig
+from controller.notify.webhooks import DeliveryWorker, Outbox
 from controller.rollouts import Rollouts, parse_plan_input
-from controller.store import Store
-from controller.tables import AuditRow, WebhookOutboxRow
-from controller.webhook_config import TRANSITION_EVENTS, WebhookConfig
-from controller.webhooks import DeliveryWorker, Outbox
+from controller.storage.store import Store
+from controller.storage.tables import AuditRow, WebhookOutboxRow
 from stages.actions import Action
 from tests.databases import fresh_database
 from tests.hostile import HostilePeer, http_response, respond, trickle

@@ -18,14 +18,14 @@ import pytest
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Histogram
 
-from controller import http_errors
 from controller.api import evaluation
 from controller.api.evaluation import EvaluationCounts
 from controller.auth import Principal, Role
 from controller.errors import Unauthorized
-from controller.fastpath import EvaluationFastPath, FastPathApp, Route, match
-from controller.limits import BodySizeLimit
-from controller.metrics import LATENCY_SAMPLE_EVERY
+from controller.http import errors as http_errors
+from controller.http.body_limit import BodySizeLimit
+from controller.http.fastpath import EvaluationFastPath, FastPathApp, Route, match
+from controller.http.metrics import LATENCY_SAMPLE_EVERY
 from flags.bucketing import bucket
 from flags.model import Flag, FlagType, RolloutServing, Rule
 from flags.snapshot import Snapshot

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controller.gates import QueryTemplateError, escape_label_value, render_query
+from controller.gates.prometheus import QueryTemplateError, escape_label_value, render_query
 from stages.gates import Classification, classify, describe
 from stages.plan import Gate
 from stages.query_templates import escape_regex_value

@@ -40,4 +40,4 @@ def test_debug_brings_the_scheduler_lines_back() -> None:
 
 def test_the_controller_own_lines_stay_at_info() -> None:
     configure_logging("info")
-    assert logging.getLogger("controller.scheduler").level == logging.NOTSET
+    assert logging.getLogger("controller.jobs.scheduler").level == logging.NOTSET

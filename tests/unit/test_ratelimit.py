@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controller.ratelimit import TokenBuckets
+from controller.http.rate_limit import TokenBuckets
 
 
 def test_a_burst_goes_through_then_the_next_waits_for_one_refill() -> None:

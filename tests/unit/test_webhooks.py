@@ -12,10 +12,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from controller.rollouts import DECISION_ACTIONS
-from controller.settings import Settings, explain_settings_error
-from controller.webhook_config import TRANSITION_EVENTS, WebhookConfig
-from controller.webhook_payloads import (
+from controller.notify.config import TRANSITION_EVENTS, WebhookConfig
+from controller.notify.payloads import (
     MAX_RETRY,
     Position,
     TransitionEvent,
@@ -28,7 +26,9 @@ from controller.webhook_payloads import (
     slack_summary,
     verdict,
 )
-from controller.webhooks import UrlRedactor
+from controller.notify.webhooks import UrlRedactor
+from controller.rollouts import DECISION_ACTIONS
+from controller.settings import Settings, explain_settings_error
 from stages.actions import Action
 
 AT = datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)

@@ -18,8 +18,8 @@ from sqlalchemy import delete, insert, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
-from controller.store import Store
-from controller.tables import LeaseRow
+from controller.storage.store import Store
+from controller.storage.tables import LeaseRow
 
 LEASE_TTL = timedelta(seconds=15)
 

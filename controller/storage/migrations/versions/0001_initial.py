@@ -1,10 +1,10 @@
-"""The initial schema: the tables of controller/tables.py when migrations were introduced.
+"""The initial schema: the tables of controller/storage/tables.py when migrations were introduced.
 
 Revision ID: 0001_initial
 Revises:
 Create Date: 2026-11-22
 
-Self-contained on purpose: a migration must not import controller.tables, which keeps
+Self-contained on purpose: a migration must not import controller.storage.tables, which keeps
 changing after the migration is written. Types are spelled as the tables render them
 (sqlmodel's AutoString is a VARCHAR, UTCDateTime a timezone-aware DATETIME).
 """

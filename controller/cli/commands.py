@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 
 import httpx
 
-from controller import cli_format as fmt
+from controller.cli import format as fmt
 
 _MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 ACTIONS = ("start", "pause", "resume", "advance", "approve", "rollback", "abort", "retry")
@@ -99,10 +99,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
     from pydantic_settings import SettingsError
 
-    from controller import migrate
-    from controller.app import create_app
+    from controller.http.app import create_app
     from controller.logs import configure_logging
     from controller.settings import Settings, explain_settings_error
+    from controller.storage import migrate
 
     overrides: dict[str, Any] = {}
     if args.host:
@@ -142,7 +142,7 @@ def database_errors(url: str) -> Iterator[None]:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError
 
-    from controller.migrate import SchemaError
+    from controller.storage.migrate import SchemaError
 
     try:
         yield
@@ -156,8 +156,8 @@ def database_errors(url: str) -> Iterator[None]:
 
 
 def cmd_db(args: argparse.Namespace) -> int:
-    from controller import migrate
     from controller.settings import Settings
+    from controller.storage import migrate
 
     if args.db_command == "revision":
         print(f"wrote {migrate.new_revision(args.message)}: read it, then ruff format it")

@@ -16,10 +16,10 @@ from sqlalchemy import Connection, Engine, create_engine, event, func, literal, 
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from controller.tables import UTCDateTime
+from controller.storage.tables import UTCDateTime
 
 if TYPE_CHECKING:
-    from controller.migrate import Outcome
+    from controller.storage.migrate import Outcome
 
 _IMMEDIATE = "rollout_immediate"
 
@@ -79,14 +79,14 @@ class Store:
 
     def create_schema(self) -> Outcome:
         """Bring the schema to the newest migration, creating it in an empty database."""
-        # Imported here: controller.migrate builds Stores of its own, so it imports this.
-        from controller import migrate
+        # Imported here: controller.storage.migrate builds Stores of its own, so it imports this.
+        from controller.storage import migrate
 
         return migrate.upgrade(self)
 
     def prepare_schema(self, *, upgrade: bool) -> Outcome:
-        """Start-up: see ``controller.migrate.prepare``."""
-        from controller import migrate
+        """Start-up: see ``controller.storage.migrate.prepare``."""
+        from controller.storage import migrate
 
         return migrate.prepare(self, upgrade=upgrade)
 

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 from sqlmodel import col, delete, func, select
 
-from controller.tables import GateEvaluationRow
+from controller.storage.tables import GateEvaluationRow
 from stages.state import GateReading
 
 

@@ -31,11 +31,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from controller.api.evaluation import EvaluationCounts
 from controller.auth import Permission, require
-from controller.mapping import state_from_row
+from controller.notify.webhooks import WebhookCollector
 from controller.rollouts import flags_enabled
 from controller.runtime import Runtime, RuntimeDep
-from controller.tables import GateEvaluationRow, RolloutRow
-from controller.webhooks import WebhookCollector
+from controller.storage.mapping import state_from_row
+from controller.storage.tables import GateEvaluationRow, RolloutRow
 from stages.state import ACTIVE_STATUSES, Outcome, RolloutState, Status, serving
 
 log = logging.getLogger(__name__)

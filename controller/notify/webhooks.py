@@ -28,12 +28,12 @@ from sqlalchemy import delete, func, or_, update
 from sqlalchemy.orm import Session
 from sqlmodel import col, select
 
-from controller import webhook_payloads as payloads
 from controller.deadline_http import HttpAnswer, HttpFailure, fetch
 from controller.errors import Conflict, NotFound
-from controller.store import Store
-from controller.tables import AuditRow, WebhookOutboxRow
-from controller.webhook_config import WebhookConfig
+from controller.notify import payloads
+from controller.notify.config import WebhookConfig
+from controller.storage.store import Store
+from controller.storage.tables import AuditRow, WebhookOutboxRow
 from stages.state import ACTIVE_STATUSES, RolloutState, Status, serving
 
 log = logging.getLogger(__name__)

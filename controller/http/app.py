@@ -14,7 +14,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from controller import api_docs, http_errors, metrics, ui
+from controller import ui
 from controller.api import (
     evaluation,
     flags,
@@ -26,20 +26,23 @@ from controller.api import (
     webhooks,
 )
 from controller.auth import TokenRegistry
-from controller.fastpath import EvaluationFastPath, FastPathApp
-from controller.gates import PrometheusAuth, PrometheusGates
-from controller.idempotency import Idempotency, IdempotencyKeys
-from controller.limits import BodySizeLimit
-from controller.ratelimit import RateLimit
-from controller.refresh import SnapshotRefresher
+from controller.gates.prometheus import PrometheusAuth, PrometheusGates
+from controller.http import errors as http_errors
+from controller.http import metrics
+from controller.http import openapi as api_docs
+from controller.http.body_limit import BodySizeLimit
+from controller.http.fastpath import EvaluationFastPath, FastPathApp
+from controller.http.idempotency import Idempotency, IdempotencyKeys
+from controller.http.rate_limit import RateLimit
+from controller.jobs.scheduler import Scheduler
+from controller.jobs.snapshot_refresh import SnapshotRefresher
+from controller.notify.webhooks import DeliveryWorker
 from controller.rollouts import parse_plan_input
 from controller.runtime import Runtime
-from controller.scheduler import Scheduler
 from controller.settings import Settings
 from controller.snapshots import SnapshotHolder
-from controller.store import Store
+from controller.storage.store import Store
 from controller.ui.session import session_token_id
-from controller.webhooks import DeliveryWorker
 from stages.durations import parse_duration
 
 log = logging.getLogger(__name__)

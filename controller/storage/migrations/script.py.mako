@@ -4,7 +4,7 @@ Revision ID: ${up_revision}
 Revises: ${down_revision | comma,n}
 Create Date: ${create_date}
 
-Self-contained on purpose: a migration must not import controller.tables, which keeps
+Self-contained on purpose: a migration must not import controller.storage.tables, which keeps
 changing after the migration is written.
 """
 

@@ -49,9 +49,9 @@ from controller.api.evaluation import (
 )
 from controller.auth import Permission, Principal, TokenRegistry, require
 from controller.errors import Forbidden, Unauthorized
-from controller.http_errors import error_body
-from controller.limits import BodySizeLimit
-from controller.metrics import SampledLatency
+from controller.http.body_limit import BodySizeLimit
+from controller.http.errors import error_body
+from controller.http.metrics import SampledLatency
 from controller.snapshots import SnapshotHolder
 from flags.model import Evaluation, EvaluationContext, Reason
 from flags.snapshot import Snapshot
@@ -271,7 +271,7 @@ async def _send_json(send: Send, status: int, body: bytes, *extra: tuple[bytes, 
 
 
 async def _refused(send: Send, exc: Unauthorized | Forbidden) -> None:
-    """What ``controller.http_errors`` answers for an auth error on a FastAPI route."""
+    """What ``controller.http.errors`` answers for an auth error on a FastAPI route."""
     body = render(error_body(exc.code, exc.message))
     if isinstance(exc, Unauthorized):
         await _send_json(send, 401, body, (b"www-authenticate", b"Bearer"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from controller.tables import RolloutRow
+from controller.storage.tables import RolloutRow
 from stages.plan import Plan
 from stages.planfile import parse_stored_plan, plan_to_dict
 from stages.state import GateMark, Outcome, RolloutState, Status, serving

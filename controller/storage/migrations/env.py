@@ -1,4 +1,4 @@
-"""Alembic's environment, run by ``controller.migrate`` (``rollout db ...`` and start-up).
+"""Alembic's environment, run by ``controller.storage.migrate`` (``rollout db ...`` and start-up).
 
 The caller passes a connection that is already inside its transaction (holding the
 migration lock on PostgreSQL, the write lock on SQLite), so a whole upgrade commits or
@@ -11,11 +11,11 @@ from alembic import context
 from sqlmodel import SQLModel
 
 # Imported for its side effect: the tables register on SQLModel.metadata (autogenerate).
-from controller import tables  # noqa: F401
+from controller.storage import tables  # noqa: F401
 
 connection = context.config.attributes.get("connection")
 if connection is None or context.is_offline_mode():
-    raise RuntimeError("run migrations through controller.migrate (`rollout db upgrade`)")
+    raise RuntimeError("run migrations through controller.storage.migrate (`rollout db upgrade`)")
 
 context.configure(
     connection=connection,

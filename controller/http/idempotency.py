@@ -50,10 +50,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from controller.auth import TokenRegistry
 from controller.errors import Unauthorized
-from controller.http_errors import error_body
-from controller.ratelimit import is_mutation
-from controller.store import Store
-from controller.tables import IdempotencyRow
+from controller.http.errors import error_body
+from controller.http.rate_limit import is_mutation
+from controller.storage.store import Store
+from controller.storage.tables import IdempotencyRow
 
 log = logging.getLogger(__name__)
 

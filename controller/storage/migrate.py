@@ -39,8 +39,8 @@ from sqlalchemy import Connection, inspect, text
 from sqlmodel import SQLModel
 
 # Imported for its side effect: the tables register on SQLModel.metadata.
-from controller import tables  # noqa: F401
-from controller.store import Store
+from controller.storage import tables  # noqa: F401
+from controller.storage.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Database tables (SQLModel). Only ``controller.store`` reads and writes them; the
+"""Database tables (SQLModel). Only ``controller.storage.store`` reads and writes them; the
 core never sees these classes, only the dataclasses they are mapped to."""
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ class GateEvaluationRow(SQLModel, table=True):
 
 
 class IdempotencyRow(SQLModel, table=True):
-    """A mutating request's ``Idempotency-Key`` (controller.idempotency): reserved while
+    """A mutating request's ``Idempotency-Key`` (controller.http.idempotency): reserved while
     the request runs (``status_code`` null), then the answer to replay to retries.
     Scoped by the principal's token id, never the token itself."""
 

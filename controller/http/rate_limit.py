@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from controller.auth import TokenRegistry
 from controller.errors import Unauthorized
-from controller.http_errors import error_body
+from controller.http.errors import error_body
 from controller.ui.session import SESSION_COOKIE
 
 MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})

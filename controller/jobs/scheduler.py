@@ -27,14 +27,14 @@ from functools import partial
 from sqlalchemy.exc import OperationalError
 from sqlmodel import col, select
 
-from controller import gate_history
 from controller.errors import NotFound, Refused, VersionConflict
-from controller.gates import GateSource
-from controller.leases import Leases
-from controller.mapping import state_from_row
+from controller.gates import history as gate_history
+from controller.gates.prometheus import GateSource
 from controller.rollouts import Rollouts
-from controller.store import Store
-from controller.tables import RolloutRow
+from controller.storage.leases import Leases
+from controller.storage.mapping import state_from_row
+from controller.storage.store import Store
+from controller.storage.tables import RolloutRow
 from stages.actions import Action
 from stages.decide import decide
 from stages.decisions import Decision, Hold

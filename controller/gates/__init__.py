@@ -1,0 +1,1 @@
+"""Gates: the Prometheus source and the stored history of what it read."""

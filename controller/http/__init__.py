@@ -1,0 +1,1 @@
+"""The HTTP server: the app factory, middleware, the evaluation fast path, errors."""

@@ -1,0 +1,1 @@
+"""The background loops: the scheduler and the snapshot refresh."""

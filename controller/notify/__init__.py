@@ -1,0 +1,1 @@
+"""Webhooks: receivers' settings, payloads, the outbox and its delivery."""

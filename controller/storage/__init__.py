@@ -1,0 +1,1 @@
+"""Storage: tables, the store, migrations, leases; the code that opens transactions."""
