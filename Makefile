@@ -25,6 +25,7 @@ demo: setup
 lint: $(BIN)/rollout
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
 typecheck: $(BIN)/rollout
 	$(BIN)/mypy

@@ -1,0 +1,60 @@
+"""The layer contracts of docs/architecture.md (``[tool.importlinter]`` in pyproject.toml)
+hold on the tree, and a deliberate breach fails them, naming the chain that breaks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
+
+
+def lint_imports(tree: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--no-cache"],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def copy_of_the_tree(tmp_path: Path) -> Path:
+    tree = tmp_path / "tree"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for package in ("flags", "stages", "controller"):
+        shutil.copytree(ROOT / package, tree / package, ignore=ignore)
+    shutil.copy(ROOT / "pyproject.toml", tree / "pyproject.toml")
+    return tree
+
+
+def test_the_tree_keeps_every_contract(tmp_path: Path) -> None:
+    result = lint_imports(copy_of_the_tree(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 broken" in result.stdout
+
+
+def test_a_core_module_importing_the_shell_is_refused(tmp_path: Path) -> None:
+    tree = copy_of_the_tree(tmp_path)
+    with (tree / "stages" / "actions.py").open("a") as module:
+        module.write("\nimport controller.http.app  # a deliberate breach\n")
+    result = lint_imports(tree)
+    assert result.returncode != 0
+    assert "The cores import no shell, framework or database BROKEN" in result.stdout
+    assert "stages.actions -> controller.http.app" in result.stdout
+
+
+def test_a_route_reading_tables_directly_is_refused(tmp_path: Path) -> None:
+    tree = copy_of_the_tree(tmp_path)
+    with (tree / "controller" / "api" / "flags.py").open("a") as module:
+        module.write("\nfrom controller.storage.tables import FlagRow  # noqa: F401\n")
+    result = lint_imports(tree)
+    assert result.returncode != 0
+    assert "controller.api.flags -> controller.storage.tables" in result.stdout
