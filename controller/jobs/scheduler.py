@@ -320,7 +320,7 @@ class Scheduler:
             not_before = dict(self._not_before)
         due: list[tuple[str, timedelta, datetime | None]] = []
         for name, raw_interval, checked_at in rows:
-            interval = _interval_of({"interval": raw_interval} if raw_interval else {})
+            interval = _parse_interval(raw_interval)
             retry_at = not_before.get(name)
             if retry_at is not None and now < retry_at:
                 continue
@@ -545,10 +545,6 @@ class _Lane:
                 self._spawn()
                 free += 1
 
-    def threads(self) -> int:
-        with self._lock:
-            return len(self._threads)
-
     def stop(self, end: float) -> None:
         """Ask every worker to finish; wait until ``end`` (monotonic) at most."""
         with self._lock:
@@ -596,7 +592,12 @@ class _Lane:
 
 
 def _interval_of(plan: object) -> timedelta:
-    raw = plan.get("interval", "1m") if isinstance(plan, Mapping) else "1m"
+    return _parse_interval(plan.get("interval") if isinstance(plan, Mapping) else None)
+
+
+def _parse_interval(raw: object) -> timedelta:
+    """A stored plan's interval; a missing or unreadable one is the 1 m default."""
+    raw = "1m" if raw is None or raw == "" else raw
     try:
         interval = parse_duration(raw if isinstance(raw, str | int | float) else "1m")
     except Exception:  # a stored plan may be anything; it must not break the pass

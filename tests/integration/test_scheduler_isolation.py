@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -23,6 +23,7 @@ from controller.storage.tables import AuditRow, LeaseRow
 from stages.actions import Action
 from stages.plan import Gate
 from stages.state import GateReading, Outcome
+from tests.waiting import wait_until
 
 
 def plan(name: str, interval: str = "1s") -> str:
@@ -81,15 +82,6 @@ class Gates:
     def read_count(self, name: str) -> int:
         with self.lock:
             return self.reads.get(name, 0)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if condition():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"not within {timeout}s: {what}")
 
 
 def clock() -> datetime:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from stages.actions import Action
 from tests.databases import fresh_database
 from tests.hostile import HostilePeer, hang, prometheus_answer, respond
 from tests.serving import running_server
+from tests.waiting import wait_until
 
 GATED = """
 rollout: stuck
@@ -47,16 +47,6 @@ steps:
   - {stage: canary, percent: 5, hold: 10m}
   - {stage: full}
 """
-
-
-def wait_until(condition: object, timeout: float, what: str) -> None:
-    assert callable(condition)
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"not within {timeout}s: {what}")
 
 
 @pytest.fixture
@@ -165,7 +155,6 @@ SKEWED = textwrap.dedent(
 )
 
 
-@pytest.mark.skipif(shutil.which("faketime") is None, reason="needs faketime (.ci/run installs it)")
 def test_a_replica_30_minutes_ahead_cuts_no_hold_short_and_steals_no_lease(
     tmp_path: Path, postgres: str
 ) -> None:

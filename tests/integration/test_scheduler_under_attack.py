@@ -29,6 +29,7 @@ from controller.storage.store import Store
 from controller.storage.tables import RolloutRow
 from tests.hostile import Connection, HostilePeer, http_response, prometheus_answer
 from tests.serving import Server, running_server
+from tests.waiting import wait_until
 
 INTERVAL = 5.0
 GATE_TIMEOUT = 2.0
@@ -111,15 +112,6 @@ def break_the_stored_plan(database_url: str, name: str) -> None:
             s.execute(update(RolloutRow).where(col(RolloutRow.name) == name).values(plan=stored))
     finally:
         store.dispose()
-
-
-def wait_until(condition: Any, timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"not within {timeout}s: {what}")
 
 
 class ReadyzWatch(threading.Thread):
