@@ -43,9 +43,9 @@ from pathlib import Path
 import httpx
 import mmh3
 
-from flags.client import FlagClient
 from flags.codec import snapshot_to_dict
 from flags.model import EvaluationContext, Flag, FlagType, RolloutServing
+from flags.sdk.client import FlagClient
 from flags.snapshot import Snapshot
 from tests.benchmarks.detection_latency import machine
 from tests.benchmarks.docs_section import markers, replace_section
@@ -158,7 +158,7 @@ def our_contenders(stack: ExitStack, workdir: Path) -> list[Contender]:
             lambda u: client.boolean_value(KEY, False, EvaluationContext(u)),
         ),
     ]
-    from flags.openfeature import RolloutProvider
+    from flags.sdk.openfeature import RolloutProvider
 
     provider = RolloutProvider(client, owns_client=False)
     contenders.append(openfeature_contender("ours via OpenFeature", "ours", provider, stack))

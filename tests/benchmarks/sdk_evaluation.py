@@ -17,10 +17,10 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 
-from flags.client import SNAPSHOT_PATH, FlagClient
 from flags.model import EvaluationContext
-from flags.reporting import Recorder
-from flags.transport import Reply
+from flags.sdk.client import SNAPSHOT_PATH, FlagClient
+from flags.sdk.reporting import Recorder
+from flags.sdk.transport import Reply
 from tests.benchmarks.detection_latency import machine
 from tests.benchmarks.docs_section import markers, replace_section
 

@@ -1,5 +1,5 @@
 """The real openfeature-sdk against a running ``rollout serve``, through our provider
-(local evaluation, flags/openfeature.py) and through the published OFREP provider
+(local evaluation, flags/sdk/openfeature.py) and through the published OFREP provider
 (openfeature-provider-ofrep, unchanged): the same answers, field for field."""
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from openfeature.flag_evaluation import FlagEvaluationDetails, Reason
 from openfeature.provider import FeatureProvider
 
 from flags.bucketing import bucket
-from flags.client import FlagClient
-from flags.openfeature import RolloutProvider
+from flags.sdk.client import FlagClient
+from flags.sdk.openfeature import RolloutProvider
 from tests.serving import Server, free_port, plan_yaml
 
 BOOL = {"off": False, "on": True}

@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from flags.client import FlagClient
 from flags.model import EvaluationContext
+from flags.sdk.client import FlagClient
 from tests.hostile import Connection, HostilePeer, http_response, respond, trickle
 from tests.unit.fake_controller import color, snapshot_body
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from flags.client import FlagClient, Source
 from flags.model import EvaluationContext, Reason
-from flags.reporting import hash_targeting_key
+from flags.sdk.client import FlagClient, Source
+from flags.sdk.reporting import hash_targeting_key
 from tests.serving import Server, free_port, running_server
 
 POLL = 1.0  # seconds: the SDK's poll interval in these tests

@@ -7,8 +7,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from flags.client import REPORT_PATH, SNAPSHOT_PATH
-from flags.transport import Reply, TransportError
+from flags.sdk.client import REPORT_PATH, SNAPSHOT_PATH
+from flags.sdk.transport import Reply, TransportError
 
 
 def flag(key: str, kind: str, variants: dict[str, Any], default: str, **extra: Any) -> dict:

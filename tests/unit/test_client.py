@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
-from flags.client import (
+from flags.model import ErrorCode, EvaluationContext, Reason
+from flags.sdk.client import (
     ClientEvent,
     FlagClient,
     Source,
 )
-from flags.model import ErrorCode, EvaluationContext, Reason
-from flags.reporting import hash_targeting_key
+from flags.sdk.reporting import hash_targeting_key
 from tests.unit.fake_controller import FakeController, color, flag, snapshot_body
 
 USER = EvaluationContext("user-0001")
@@ -86,7 +86,7 @@ def test_unreachable_controller_keeps_the_last_snapshot_and_logs_once(
     client.add_listener(lambda event, _keys: events.append(event))
     client.poll()
     controller.down = True
-    with caplog.at_level(logging.WARNING, logger="flags.client"):
+    with caplog.at_level(logging.WARNING, logger="flags.sdk.client"):
         assert not any([client.poll(), client.poll(), client.poll()])
     assert client.evaluate("color", USER).value == "blue"
     assert (client.status.stale, client.status.consecutive_failures) == (True, 3)
@@ -210,7 +210,7 @@ def test_a_broken_bootstrap_file_is_ignored(
 ) -> None:
     bootstrap = tmp_path / "flags.json"
     bootstrap.write_text('{"revision": 1, "flags": ')
-    with caplog.at_level(logging.WARNING, logger="flags.client"):
+    with caplog.at_level(logging.WARNING, logger="flags.sdk.client"):
         client = client_for(controller, bootstrap_path=bootstrap)
     assert not client.ready
     assert "ignoring bootstrap file" in caplog.text

@@ -14,8 +14,8 @@ from openfeature.exception import ErrorCode, ProviderNotReadyError
 from openfeature.flag_evaluation import Reason
 from openfeature.provider import ProviderStatus
 
-from flags.client import FlagClient
-from flags.openfeature import RolloutProvider
+from flags.sdk.client import FlagClient
+from flags.sdk.openfeature import RolloutProvider
 from tests.unit.fake_controller import FakeController, flag
 
 USER = EvaluationContext("user-1")

@@ -36,9 +36,9 @@ from typing import Any, Final
 from flags.codec import FlagDefinitionError, snapshot_from_dict
 from flags.compiled import Evaluator
 from flags.model import ErrorCode, Evaluation, EvaluationContext, Reason
-from flags.reporting import Recorder
+from flags.sdk.reporting import Recorder
+from flags.sdk.transport import HttpTransport, Transport, TransportError
 from flags.snapshot import Snapshot
-from flags.transport import HttpTransport, Transport, TransportError
 
 log = logging.getLogger(__name__)
 

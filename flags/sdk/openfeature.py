@@ -5,7 +5,7 @@ only module in ``flags`` that imports ``openfeature`` (ruff's banned-api keeps i
 so the SDK itself works without it.
 
     from openfeature import api
-    from flags.openfeature import RolloutProvider
+    from flags.sdk.openfeature import RolloutProvider
 
     api.set_provider(RolloutProvider.connect("http://127.0.0.1:8080", token))
     api.get_client().get_boolean_value("memory-layer", False, EvaluationContext("u-81c2"))
@@ -32,9 +32,9 @@ from openfeature.flag_evaluation import Reason as OpenFeatureReason
 from openfeature.hook import Hook
 from openfeature.provider import AbstractProvider, Metadata
 
-from flags.client import NOT_READY_MESSAGE, ClientEvent, FlagClient
 from flags.codec import flag_metadata
 from flags.model import EvaluationContext, Reason
+from flags.sdk.client import NOT_READY_MESSAGE, ClientEvent, FlagClient
 
 PROVIDER_NAME = "rollout-controller"
 
