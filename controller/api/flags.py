@@ -6,6 +6,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Response
 
+from controller.api.answers import (
+    CHANGE_ERRORS,
+    READ_ERRORS,
+    FlagAnswer,
+    FlagList,
+    PutFlagAnswer,
+    errors,
+)
 from controller.api.bodies import SwitchBody
 from controller.api.params import PathText
 from controller.errors import Invalid
@@ -13,18 +21,34 @@ from controller.runtime import Admin, Operator, Reader, RuntimeDep
 
 router = APIRouter(prefix="/api/v1/flags", tags=["flags"])
 
+# A flag is its stored JSON: a key it lacks (an older definition, or "unreadable" on a
+# sound one) stays absent rather than becoming null.
+KEYS_AS_STORED = True
 
-@router.get("")
+
+@router.get(
+    "", response_model=FlagList, responses=errors(*READ_ERRORS), response_model_exclude_unset=KEYS_AS_STORED
+)
 def list_flags(runtime: RuntimeDep, _who: Reader) -> dict[str, Any]:
     return {"flags": runtime.flags.list_all()}
 
 
-@router.get("/{key}")
+@router.get(
+    "/{key}",
+    response_model=FlagAnswer,
+    responses=errors(404, *READ_ERRORS),
+    response_model_exclude_unset=KEYS_AS_STORED,
+)
 def get_flag(key: PathText, runtime: RuntimeDep, _who: Reader) -> dict[str, Any]:
     return runtime.flags.get(key)
 
 
-@router.put("/{key}")
+@router.put(
+    "/{key}",
+    response_model=PutFlagAnswer,
+    responses={201: {"model": PutFlagAnswer, "description": "created"}, **errors(*CHANGE_ERRORS)},
+    response_model_exclude_unset=KEYS_AS_STORED,
+)
 def put_flag(
     key: PathText,
     runtime: RuntimeDep,
@@ -50,7 +74,12 @@ def put_flag(
     return {"outcome": outcome, "flag": view}
 
 
-@router.post("/{key}/enable")
+@router.post(
+    "/{key}/enable",
+    response_model=FlagAnswer,
+    responses=errors(*CHANGE_ERRORS),
+    response_model_exclude_unset=KEYS_AS_STORED,
+)
 def enable_flag(
     key: PathText, body: SwitchBody, runtime: RuntimeDep, who: Operator
 ) -> dict[str, Any]:
@@ -65,7 +94,12 @@ def enable_flag(
     )
 
 
-@router.post("/{key}/disable")
+@router.post(
+    "/{key}/disable",
+    response_model=FlagAnswer,
+    responses=errors(*CHANGE_ERRORS),
+    response_model_exclude_unset=KEYS_AS_STORED,
+)
 def disable_flag(
     key: PathText, body: SwitchBody, runtime: RuntimeDep, who: Operator
 ) -> dict[str, Any]:
@@ -82,7 +116,7 @@ def disable_flag(
     )
 
 
-@router.delete("/{key}", status_code=204)
+@router.delete("/{key}", status_code=204, responses=errors(*CHANGE_ERRORS))
 def delete_flag(key: PathText, runtime: RuntimeDep, who: Admin) -> Response:
     runtime.flags.delete(key, actor=who.actor, now=runtime.clock())
     return Response(status_code=204)

@@ -8,13 +8,14 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from controller.api.answers import Health, Readiness
 from controller.jobs.scheduler import Scheduler
 from controller.runtime import Runtime, RuntimeDep
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", response_model=Health)
 def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
@@ -23,7 +24,13 @@ def healthz() -> dict[str, str]:
 PROBE_TIMEOUT = 0.8
 
 
-@router.get("/readyz")
+# The route writes its JSONResponse itself (200 or 503): the model documents, it is
+# not applied.
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "not ready: a check failed"}},
+)
 async def readyz(runtime: RuntimeDep) -> JSONResponse:
     """Ready when the database answers, a snapshot is loaded and the scheduler's
     passes finish. Answers within 1 s whatever hangs; names no host or port."""

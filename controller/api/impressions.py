@@ -17,6 +17,13 @@ from typing import Any, Protocol
 from fastapi import APIRouter, FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from controller.api.answers import (
+    CHANGE_ERRORS,
+    READ_ERRORS,
+    FlagImpressions,
+    ReportAnswer,
+    errors,
+)
 from controller.errors import NotFound
 from controller.runtime import Evaluator, Reader, RuntimeDep
 from flags.model import Flag
@@ -95,7 +102,12 @@ def _knows(flags: Mapping[str, Flag], flag: str, variant: str | None) -> bool:
     return known is not None and (variant is None or variant in known.variants)
 
 
-@router.post("/api/v1/evaluations/report", status_code=202)
+@router.post(
+    "/api/v1/evaluations/report",
+    status_code=202,
+    response_model=ReportAnswer,
+    responses=errors(*CHANGE_ERRORS),
+)
 def report(
     body: ReportBody, request: Request, runtime: RuntimeDep, _who: Evaluator
 ) -> dict[str, Any]:
@@ -116,7 +128,11 @@ def report(
     }
 
 
-@router.get("/api/v1/flags/{key}/impressions")
+@router.get(
+    "/api/v1/flags/{key}/impressions",
+    response_model=FlagImpressions,
+    responses=errors(404, *READ_ERRORS),
+)
 def flag_impressions(
     key: str, request: Request, runtime: RuntimeDep, _who: Reader
 ) -> dict[str, Any]:

@@ -6,6 +6,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 
+from controller.api.answers import (
+    CHANGE_ERRORS,
+    READ_ERRORS,
+    DeliveryAnswer,
+    DeliveryList,
+    errors,
+)
 from controller.api.params import MAX_DB_INT, QueryText
 from controller.notify.webhooks import DeliveryStatus
 from controller.runtime import Admin, Reader, RuntimeDep
@@ -13,7 +20,7 @@ from controller.runtime import Admin, Reader, RuntimeDep
 router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"])
 
 
-@router.get("/deliveries")
+@router.get("/deliveries", response_model=DeliveryList, responses=errors(*READ_ERRORS))
 def list_deliveries(
     runtime: RuntimeDep,
     _who: Reader,
@@ -26,7 +33,11 @@ def list_deliveries(
     return {"deliveries": runtime.outbox.list(status=status, webhook=webhook, limit=limit)}
 
 
-@router.post("/deliveries/{delivery}/retry")
+@router.post(
+    "/deliveries/{delivery}/retry",
+    response_model=DeliveryAnswer,
+    responses=errors(*CHANGE_ERRORS),
+)
 def retry_delivery(
     delivery: Annotated[int, Path(ge=1, le=MAX_DB_INT)], runtime: RuntimeDep, _who: Admin
 ) -> dict[str, Any]:

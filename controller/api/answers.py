@@ -1,0 +1,404 @@
+"""Response models of the REST API (pydantic, at the edge only): what ``/openapi.json``
+says each route answers.
+
+They describe the dicts the use cases build (``controller.storage.mapping``,
+``controller.flagstore``, ``controller.audit``, ...); they add nothing and drop nothing.
+So that the bytes on the wire stay those of the dicts:
+
+- timestamps are ``str`` (already ISO 8601): pydantic would write ``Z`` for ``+00:00``;
+- a number that may be an integer is ``Number`` (``int | float``): a ``float`` field
+  turns ``5`` into ``5.0``;
+- a key that is sometimes absent is optional, and its routes answer with
+  ``response_model_exclude_unset`` so that it stays absent instead of becoming ``null``;
+- what is open-ended (a plan, a flag's stored definition, audit details, a webhook's
+  payload) is ``dict[str, Any]`` or keeps the keys the model does not name.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from controller.auth import Role
+from stages.plan import Stage
+from stages.state import Outcome, Status
+
+Number = int | float
+Timestamp = str  # ISO 8601 with its offset, as ``datetime.isoformat`` writes it
+
+
+class Answer(BaseModel):
+    # An answer model validates what the route built; a key it did not declare is
+    # dropped by FastAPI, which tests/integration/test_openapi_answers.py guards against.
+    model_config = ConfigDict(extra="ignore")
+
+
+# -- errors --------------------------------------------------------------------
+
+
+class Problem(Answer):
+    field: str = Field(description="the field at fault: body.reason, steps[3].percent, ...")
+    message: str
+    line: int | None = Field(default=None, description="the plan file's line, when known")
+
+
+class ErrorAnswer(Answer):
+    """Every 4xx and 5xx body (controller/http/errors.py)."""
+
+    error: str = Field(description="a code: invalid, not_found, version_conflict, ...")
+    message: str
+    problems: list[Problem] | None = Field(
+        default=None, description="with 422 (and 400, 413): each bad field"
+    )
+    current_version: int | None = Field(
+        default=None, description="with version_conflict: the version to reload"
+    )
+    retry_after: int | None = Field(default=None, description="with rate_limited: seconds")
+
+
+_ERROR_MEANING = {
+    400: "the body or a header could not be read",
+    401: "no token, an unknown one or a revoked one",
+    403: "the token's role may not",
+    404: "no such resource",
+    409: "a conflict with the current state (version_conflict, action_refused, ...)",
+    413: "the body is over ROLLOUT_MAX_BODY_BYTES",
+    422: "a field is invalid; problems names each",
+    429: "too many changes, or too many gate tests at once (Retry-After)",
+    503: "the database is unavailable; nothing was changed (Retry-After)",
+}
+READ_ERRORS = (401, 403, 422, 503)
+CHANGE_ERRORS = (400, 401, 403, 404, 409, 413, 422, 429, 503)
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for a route: each status with the error body's schema."""
+    return {s: {"model": ErrorAnswer, "description": _ERROR_MEANING[s]} for s in statuses}
+
+
+# -- rollouts ------------------------------------------------------------------
+
+
+class Serving(Answer):
+    """What users get now; with the kill switch on, 0 % and no regions."""
+
+    stage: Stage
+    step: int = Field(description="-1 while nothing is served (pending, aborted)")
+    percent: Number
+    regions: list[str]
+    shadow: bool
+    kill_switch: bool
+
+
+class RolloutAnswer(Answer):
+    name: str
+    flag: str
+    status: Status
+    reason: str
+    version: int = Field(description="send it back as an action's version (compare-and-swap)")
+    step: int
+    step_count: int
+    step_label: str
+    step_started_at: Timestamp | None
+    seconds_in_step: float | None
+    seconds_until_may_advance: float | None
+    observe_until: Timestamp | None
+    started_at: Timestamp | None
+    ok_evaluations: int
+    last_outcomes: dict[str, Outcome] = Field(description="gate name to its last outcome")
+    serving: Serving
+    plan: dict[str, Any] = Field(description="the plan as stored (docs/plans.md)")
+    created_at: Timestamp | None
+    updated_at: Timestamp | None
+    kill_switch: bool = Field(description="the rollout's flag is disabled")
+
+
+class RolloutList(Answer):
+    rollouts: list[RolloutAnswer]
+
+
+class ApplyAnswer(Answer):
+    outcome: Literal["created", "updated", "unchanged"]
+    changes: list[str] = Field(description="what the new plan changed, in words")
+    rollout: RolloutAnswer
+
+
+class DryRunAnswer(Answer):
+    outcome: Literal["valid"]
+    plan: dict[str, Any] = Field(description="the plan as it would be stored")
+
+
+# -- audit ---------------------------------------------------------------------
+
+
+class AuditEvent(Answer):
+    id: int
+    at: Timestamp
+    actor: str
+    action: str
+    rollout: str | None
+    flag: str | None
+    from_status: str | None
+    to_status: str | None
+    from_step: int | None
+    to_step: int | None
+    version: int | None
+    reason: str
+    details: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+class AuditEvents(Answer):
+    events: list[AuditEvent]
+
+
+class VerifyAnswer(Answer):
+    ok: bool
+    checked: int = Field(description="events checked")
+    first_bad: int | None = Field(description="the id of the first bad event")
+    problem: str | None
+
+
+# -- gates ---------------------------------------------------------------------
+
+# NaN and infinity, which JSON has not, are written as text ("nan", "inf").
+Measured = Number | str | None
+
+
+class GateReadingAnswer(Answer):
+    """One gate read now (nothing stored)."""
+
+    gate: str
+    at: Timestamp
+    query: str
+    value: Measured
+    baseline: Measured
+    samples: Measured
+    threshold: str | None = Field(description="e.g. rollback_above")
+    threshold_value: Number | None
+    outcome: Outcome
+    error: str | None
+    duration_ms: Number
+
+
+class GateEvaluationAnswer(Answer):
+    """One stored evaluation of one gate."""
+
+    id: int
+    gate: str
+    step: int
+    at: Timestamp
+    query: str
+    value: Measured
+    baseline: Measured
+    samples: Measured
+    threshold: str | None
+    threshold_value: Number | None
+    # A stored string, not re-checked against today's outcomes: an old row stays readable.
+    outcome: str = Field(description="ok, hold, no_data, error, rollback or abort")
+    error: str | None
+    duration_ms: Number
+
+
+class GateEvaluations(Answer):
+    latest: list[GateEvaluationAnswer] = Field(description="the newest of each gate")
+    history: list[GateEvaluationAnswer] = Field(description="newest first")
+
+
+class WouldDecide(Answer):
+    decision: str = Field(description="Advance, Hold, Pause, Rollback, ...")
+    reason: str
+
+
+class RolloutGateTest(Answer):
+    rollout: str
+    status: Status
+    step: int
+    readings: list[GateReadingAnswer]
+    would_decide: WouldDecide
+
+
+class GateTest(Answer):
+    reading: GateReadingAnswer
+
+
+# -- flags ---------------------------------------------------------------------
+
+
+class FlagAnswer(Answer):
+    """A flag's stored definition (docs/flags.md) with the server's fields. Keys of the
+    definition that this model does not name are kept: it is the stored JSON."""
+
+    model_config = ConfigDict(extra="allow")
+
+    key: str
+    type: str | None = None
+    variants: dict[str, Any] | None = None
+    default_variant: str | None = None
+    enabled: bool | None = None
+    salt: str | None = None
+    description: str | None = None
+    rules: list[dict[str, Any]] | None = None
+    unreadable: str | None = Field(
+        default=None, description="present when the stored value cannot be served"
+    )
+    version: int
+    managed_by: str | None = Field(description="the rollout that drives the flag")
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class FlagList(Answer):
+    flags: list[FlagAnswer]
+
+
+class PutFlagAnswer(Answer):
+    outcome: Literal["created", "updated", "unchanged"]
+    flag: FlagAnswer
+
+
+# -- tokens --------------------------------------------------------------------
+
+
+class TokenAnswer(Answer):
+    id: str
+    name: str
+    role: Role
+    created_by: str
+    created_at: Timestamp
+    revoked_at: Timestamp | None
+
+
+class CreatedToken(TokenAnswer):
+    token: str | None = Field(
+        description="the secret, shown this once; null in a replayed (Idempotency-Key) answer"
+    )
+
+
+class TokenList(Answer):
+    tokens: list[TokenAnswer]
+
+
+# -- webhooks ------------------------------------------------------------------
+
+
+class DeliveryAnswer(Answer):
+    id: int
+    delivery_id: str = Field(description="sent as X-Rollout-Delivery and Idempotency-Key")
+    webhook: str
+    event: str
+    rollout: str | None
+    audit_id: int | None
+    status: str = Field(description="pending, delivered or dead")
+    attempts: int
+    created_at: Timestamp | None
+    next_attempt_at: Timestamp | None = Field(description="while pending")
+    delivered_at: Timestamp | None
+    last_error: str | None
+    claimed_by: str | None
+    payload: dict[str, Any] = Field(description="the body sent (docs/webhooks.md)")
+
+
+class DeliveryList(Answer):
+    deliveries: list[DeliveryAnswer]
+
+
+# -- what SDKs report, and impressions ------------------------------------------
+
+
+class Tally(Answer):
+    accepted: int
+    ignored: int = Field(description="unknown flags or variants")
+
+
+class ReportAnswer(Answer):
+    counts: Tally
+    impressions: Tally
+
+
+class ImpressionAnswer(Answer):
+    variant: str
+    key_hash: str
+    at: Timestamp
+
+
+class FlagImpressions(Answer):
+    flag: str
+    capacity: int = Field(description="impressions kept per flag")
+    dropped_by_sdks: int
+    impressions: list[ImpressionAnswer] = Field(description="newest first")
+
+
+# -- evaluation (written by controller/api/evaluation.py and the fast path) ---------
+
+
+class EvaluationRollout(Answer):
+    name: str
+    status: str
+    stage: str
+    step: int
+    percent: Number
+    regions: list[str]
+    shadow: bool
+
+
+class EvaluationAnswer(Answer):
+    """A native evaluation (camelCase, as OpenFeature clients expect)."""
+
+    key: str
+    value: Any
+    variant: str | None
+    reason: str
+    errorCode: str | None = Field(default=None, description="FLAG_NOT_FOUND, ...")
+    errorMessage: str | None = None
+    flagVersion: int
+    rollout: EvaluationRollout | None = None
+
+
+class ServedRollout(Answer):
+    rollout: str
+    status: str
+    stage: str
+    step: int
+    percent: Number
+    regions: list[str]
+    shadow: bool
+    on_variant: str
+    off_variant: str
+
+
+class ServedFlag(Answer):
+    """A flag as an SDK evaluates it: its definition, version and rollout overlay."""
+
+    key: str
+    type: str
+    variants: dict[str, Any]
+    default_variant: str
+    enabled: bool
+    salt: str | None
+    description: str
+    rules: list[dict[str, Any]]
+    version: int
+    rollout: ServedRollout | None
+
+
+class SnapshotAnswer(Answer):
+    revision: int
+    flags: dict[str, ServedFlag] = Field(description="by flag key")
+
+
+# -- health --------------------------------------------------------------------
+
+
+class Health(Answer):
+    status: Literal["ok"]
+
+
+class Readiness(Answer):
+    """``checks`` has ``database``, ``snapshot``, ``prometheus`` (reported, not required)
+    and, on a replica that runs the scheduler, ``scheduler``; each has ``ok``."""
+
+    ready: bool
+    checks: dict[str, dict[str, Any]]
