@@ -17,7 +17,6 @@ from typing import Any, TypeGuard
 from flags.bucketing import BUCKETS
 from flags.model import (
     Condition,
-    Evaluation,
     Flag,
     FlagType,
     Operator,
@@ -477,56 +476,6 @@ def _served_flag(value: object, path: str, key: str, problems: Problems) -> Flag
     if flag is None or not _is_count(version) or (rollout is not None and serving is None):
         return None
     return replace(flag, version=version, rollout=serving)
-
-
-# --- evaluations ---------------------------------------------------------------------
-
-
-FlagMetadata = dict[str, bool | int | float | str]
-
-
-def flag_metadata(evaluation: Evaluation) -> FlagMetadata:
-    """OpenFeature flag metadata for an answer: what OFREP sends and our provider gives,
-    so the two providers agree."""
-    meta: FlagMetadata = {"flagVersion": evaluation.flag_version}
-    rollout = evaluation.rollout
-    if rollout is not None:
-        meta.update(
-            rollout=rollout.rollout,
-            status=rollout.status,
-            stage=rollout.stage,
-            step=rollout.step,
-            percent=rollout.percent,
-            shadow=rollout.shadow,
-        )
-    return meta
-
-
-def evaluation_to_dict(evaluation: Evaluation) -> dict[str, Any]:
-    """The native API's answer for one flag (camelCase, as OpenFeature clients expect)."""
-    answer: dict[str, Any] = {
-        "key": evaluation.key,
-        "value": evaluation.value,
-        "variant": evaluation.variant,
-        "reason": evaluation.reason.value,
-    }
-    if evaluation.error_code is not None:
-        answer["errorCode"] = evaluation.error_code.value
-    if evaluation.error_message is not None:
-        answer["errorMessage"] = evaluation.error_message
-    answer["flagVersion"] = evaluation.flag_version
-    rollout = evaluation.rollout
-    if rollout is not None:
-        answer["rollout"] = {
-            "name": rollout.rollout,
-            "status": rollout.status,
-            "stage": rollout.stage,
-            "step": rollout.step,
-            "percent": rollout.percent,
-            "regions": sorted(rollout.regions),
-            "shadow": rollout.shadow,
-        }
-    return answer
 
 
 # --- shared checks -------------------------------------------------------------------

@@ -1,11 +1,12 @@
 """Per-request evaluation: the native endpoint and OFREP. Both read only the
 in-memory snapshot (never the database), so they keep answering while it is down.
 
-What an evaluation request means (its context, its answer, its status and its bytes)
-is defined once here, as plain functions. Two front ends serve them: the lean ASGI
-handler in ``controller.http.fastpath``, which answers these routes in production, and the
-FastAPI routes below, which document them in ``/openapi.json`` and answer whatever the
-lean handler passes on. Both produce the same bytes.
+What an evaluation request means (its context and the status of its answer) is
+defined once here, as plain functions; the answer's JSON is the core's wire format
+(``flags.wire``). Two front ends serve them: the lean ASGI handler in
+``controller.http.fastpath``, which answers these routes in production, and the FastAPI
+routes below, which document them in ``/openapi.json`` and answer whatever the lean
+handler passes on. Both produce the same bytes.
 """
 
 from __future__ import annotations
@@ -21,9 +22,16 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Request, Response
 
 from controller.runtime import Evaluator, RuntimeDep
-from flags.codec import evaluation_to_dict, flag_metadata, snapshot_to_dict
+from flags.codec import snapshot_to_dict
 from flags.model import ErrorCode, Evaluation, EvaluationContext, Reason
 from flags.snapshot import Snapshot
+from flags.wire import (
+    bulk_answer,
+    evaluation_to_dict,
+    evaluation_to_ofrep,
+    ofrep_error,
+    to_json,
+)
 
 router = APIRouter(tags=["evaluation"])
 
@@ -168,23 +176,16 @@ def _too_deep(data: object) -> bool:
     return False
 
 
-def render(content: Any) -> bytes:
-    """JSON exactly as Starlette's ``JSONResponse`` writes it."""
-    return json.dumps(
-        content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
-    ).encode("utf-8")
-
-
 # -- native --------------------------------------------------------------------
 
 
 def native_answer(evaluation: Evaluation) -> tuple[int, bytes]:
     status = 404 if evaluation.error_code is ErrorCode.FLAG_NOT_FOUND else 200
-    return status, render(evaluation_to_dict(evaluation))
+    return status, to_json(evaluation_to_dict(evaluation))
 
 
 def native_context_error(exc: ContextError) -> bytes:
-    return render(
+    return to_json(
         {
             "error": "invalid",
             "message": str(exc),
@@ -226,46 +227,24 @@ def snapshot(request: Request, runtime: RuntimeDep, _who: Evaluator) -> Response
     current = runtime.snapshots.current
     if request.headers.get("if-none-match") == current.etag:
         return Response(status_code=304, headers={"ETag": current.etag})
-    return _json(200, render(snapshot_to_dict(current)), {"ETag": current.etag})
+    return _json(200, to_json(snapshot_to_dict(current)), {"ETag": current.etag})
 
 
 # -- OFREP ---------------------------------------------------------------------
 
 
-def ofrep_item(evaluation: Evaluation) -> tuple[int, dict[str, Any]]:
-    code = evaluation.error_code
-    if code is ErrorCode.FLAG_NOT_FOUND:
-        return 404, {
-            "key": evaluation.key,
-            "errorCode": code.value,
-            "errorDetails": evaluation.error_message or "flag not found",
-        }
+def ofrep_status(evaluation: Evaluation) -> int:
+    """OFREP's status for an answer: 404 for an unknown flag, 400 for a failed evaluation.
+    A missing targeting key on a split is a 200: the safe default (PRODUCT.md)."""
+    if evaluation.error_code is ErrorCode.FLAG_NOT_FOUND:
+        return 404
     if evaluation.reason is Reason.ERROR:
-        return 400, {
-            "key": evaluation.key,
-            "errorCode": (code or ErrorCode.GENERAL).value,
-            "errorDetails": evaluation.error_message or "evaluation failed",
-        }
-    # A missing targeting key on a split is the safe default, not an error (PRODUCT.md).
-    return 200, {
-        "key": evaluation.key,
-        "value": evaluation.value,
-        "reason": evaluation.reason.value,
-        "variant": evaluation.variant,
-        "metadata": flag_metadata(evaluation),
-    }
+        return 400
+    return 200
 
 
 def ofrep_answer(evaluation: Evaluation) -> tuple[int, bytes]:
-    status, item = ofrep_item(evaluation)
-    return status, render(item)
-
-
-def ofrep_error(code: ErrorCode, message: str, key: str | None = None) -> bytes:
-    body: dict[str, Any] = {"errorCode": code.value, "errorDetails": message}
-    if key is not None:
-        body["key"] = key
-    return render(body)
+    return ofrep_status(evaluation), to_json(evaluation_to_ofrep(evaluation))
 
 
 def bulk_etag(snapshot: Snapshot, raw_context: object) -> str:
@@ -277,12 +256,6 @@ def bulk_etag(snapshot: Snapshot, raw_context: object) -> str:
     return f'"{snapshot.revision}-{context_digest}"'
 
 
-def bulk_answer(items: Iterable[bytes]) -> bytes:
-    """``{"flags": [...]}`` from items already rendered: byte for byte what rendering
-    the whole object would give, since ``render`` uses compact separators."""
-    return b'{"flags":[' + b",".join(items) + b"]}"
-
-
 @router.post("/ofrep/v1/evaluate/flags/{key}")
 async def ofrep_single(
     key: str, request: Request, runtime: RuntimeDep, _who: Evaluator
@@ -290,7 +263,7 @@ async def ofrep_single(
     try:
         context = context_from_json(body_object(await request.body()).get("context"))
     except ContextError as exc:
-        return _json(400, ofrep_error(exc.code, str(exc), key))
+        return _json(400, to_json(ofrep_error(exc.code, str(exc), key)))
     evaluation = runtime.snapshots.current.evaluate(key, context)
     count_all(request, (evaluation,))
     return _json(*ofrep_answer(evaluation))
@@ -302,12 +275,12 @@ async def ofrep_bulk(request: Request, runtime: RuntimeDep, _who: Evaluator) -> 
         raw_context = body_object(await request.body()).get("context")
         context = context_from_json(raw_context)
     except ContextError as exc:
-        return _json(400, ofrep_error(exc.code, str(exc)))
+        return _json(400, to_json(ofrep_error(exc.code, str(exc))))
     current = runtime.snapshots.current
     etag = bulk_etag(current, raw_context)
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers={"ETag": etag})
     evaluations = current.evaluate_all(context)
     count_all(request, evaluations)
-    body = bulk_answer(render(ofrep_item(e)[1]) for e in evaluations)
+    body = bulk_answer(to_json(evaluation_to_ofrep(e)) for e in evaluations)
     return _json(200, body, {"ETag": etag})

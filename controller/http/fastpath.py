@@ -9,8 +9,9 @@ routing, dependency injection, a thread hop for sync routes); this handler answe
     POST     /ofrep/v1/evaluate/flags
 
 before any of it runs, with the same semantics and the same bytes: what a request
-means and how an answer is written are the functions in ``controller.api.evaluation``,
-which the documented FastAPI routes (still in ``/openapi.json``) call too. Anything
+means and what status its answer has are the functions in ``controller.api.evaluation``,
+and how an answer is written is the core's wire format (``flags.wire``); the documented
+FastAPI routes (still in ``/openapi.json``) call both too. Anything
 else, including HEAD, other methods, trailing slashes and apps served under a root
 path, goes on to FastAPI unchanged.
 
@@ -37,15 +38,12 @@ from controller.api.evaluation import (
     ContextError,
     EvaluationCounts,
     body_object,
-    bulk_answer,
     bulk_etag,
     context_from_json,
     context_from_query,
     native_answer,
     native_context_error,
     ofrep_answer,
-    ofrep_error,
-    render,
 )
 from controller.auth import Permission, Principal, TokenRegistry, require
 from controller.errors import Forbidden, Unauthorized
@@ -55,6 +53,7 @@ from controller.http.metrics import SampledLatency
 from controller.snapshots import SnapshotHolder
 from flags.model import Evaluation, EvaluationContext, Reason
 from flags.snapshot import Snapshot
+from flags.wire import bulk_answer, ofrep_error, to_json
 
 _NATIVE = "/api/v1/evaluate/"
 _OFREP_BULK = "/ofrep/v1/evaluate/flags"
@@ -168,7 +167,8 @@ class EvaluationFastPath:
             if route is Route.NATIVE_POST:
                 await _send_json(send, 400, native_context_error(exc))
             else:
-                await _send_json(send, 400, ofrep_error(exc.code, str(exc), key or None))
+                body = to_json(ofrep_error(exc.code, str(exc), key or None))
+                await _send_json(send, 400, body)
             return
         if route is Route.OFREP_BULK:
             await self._bulk(send, snapshot, raw_context, context, if_none_match)
@@ -272,7 +272,7 @@ async def _send_json(send: Send, status: int, body: bytes, *extra: tuple[bytes, 
 
 async def _refused(send: Send, exc: Unauthorized | Forbidden) -> None:
     """What ``controller.http.errors`` answers for an auth error on a FastAPI route."""
-    body = render(error_body(exc.code, exc.message))
+    body = to_json(error_body(exc.code, exc.message))
     if isinstance(exc, Unauthorized):
         await _send_json(send, 401, body, (b"www-authenticate", b"Bearer"))
     else:

@@ -32,9 +32,9 @@ from openfeature.flag_evaluation import Reason as OpenFeatureReason
 from openfeature.hook import Hook
 from openfeature.provider import AbstractProvider, Metadata
 
-from flags.codec import flag_metadata
 from flags.model import EvaluationContext, Reason
 from flags.sdk.client import NOT_READY_MESSAGE, ClientEvent, FlagClient
+from flags.wire import flag_metadata
 
 PROVIDER_NAME = "rollout-controller"
 

@@ -10,7 +10,6 @@ import pytest
 
 from flags.codec import (
     FlagDefinitionError,
-    evaluation_to_dict,
     flag_from_dict,
     flag_to_dict,
     serving_from_dict,
@@ -33,6 +32,7 @@ from flags.model import (
     SplitArm,
 )
 from flags.snapshot import Snapshot
+from flags.wire import evaluation_to_dict
 
 
 def checkout_body() -> dict[str, Any]:
