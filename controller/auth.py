@@ -13,15 +13,17 @@ import hashlib
 import hmac
 import secrets
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlmodel import col, select
 
-from controller import audit
 from controller.errors import Forbidden, NotFound, Unauthorized
 from controller.storage.store import Store
 from controller.storage.tables import TokenRow
+from controller.unit_of_work import unit_of_work
 
 
 class Role(enum.StrEnum):
@@ -60,6 +62,32 @@ class Principal:
         return f"{self.name} ({self.role})"
 
 
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    """A stored token as people may see it: never its secret or hash."""
+
+    id: str
+    name: str
+    role: str
+    created_by: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+    @classmethod
+    def of(cls, row: TokenRow) -> TokenInfo:
+        return cls(row.id, row.name, row.role, row.created_by, row.created_at, row.revoked_at)
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "role": self.role,
+            "created_by": self.created_by,
+            "created_at": self.created_at.isoformat(),
+            "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
+        }
+
+
 def hash_token(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
@@ -79,6 +107,10 @@ class TokenRegistry:
         # Moves on every reload, so a cache of authenticated principals (the evaluation
         # fast path's) can tell that a token may have been revoked since.
         self.generation = 0
+        # After a committed token change: serve its revision at once (the composition
+        # root points it at the snapshot refresh), or the snapshot's ETag would move
+        # later, at the next poll, for no visible reason.
+        self.on_change: Callable[[], None] | None = None
         self._bootstrap: dict[str, Principal] = {}
         if bootstrap_admin:
             self._bootstrap[hash_token(bootstrap_admin)] = Principal(
@@ -116,7 +148,7 @@ class TokenRegistry:
 
     def create(
         self, *, name: str, role: Role, created_by: str, now: datetime
-    ) -> tuple[TokenRow, str]:
+    ) -> tuple[TokenInfo, str]:
         secret = new_secret()
         row = TokenRow(
             id=secrets.token_hex(6),
@@ -126,43 +158,40 @@ class TokenRegistry:
             created_by=created_by,
             created_at=now,
         )
-        with self._store.write() as session:
-            session.add(row)
-            audit.record(
-                session,
+        # The audit event moves the revision: other replicas then reload their tokens.
+        with unit_of_work(self._store, on_change=self.on_change) as uow:
+            uow.session.add(row)
+            uow.record(
                 at=now,
                 actor=created_by,
                 action="token.create",
                 reason=f"token {row.id} ({role}) for {name}",
             )
-            # Other replicas reload their tokens when the revision moves.
-            audit.bump_revision(session)
-        self.reload()
-        return row, secret
+            uow.after_commit(self.reload)
+            info = TokenInfo.of(row)
+        return info, secret
 
-    def list(self) -> list[TokenRow]:
+    def list(self) -> list[TokenInfo]:
         with self._store.read() as session:
-            return list(
-                session.execute(select(TokenRow).order_by(col(TokenRow.created_at))).scalars()
-            )
+            rows = session.execute(select(TokenRow).order_by(col(TokenRow.created_at))).scalars()
+            return [TokenInfo.of(r) for r in rows]
 
-    def revoke(self, token_id: str, *, actor: str, now: datetime) -> TokenRow:
-        with self._store.write() as session:
-            row = session.get(TokenRow, token_id)
+    def revoke(self, token_id: str, *, actor: str, now: datetime) -> TokenInfo:
+        with unit_of_work(self._store, on_change=self.on_change) as uow:
+            row = uow.session.get(TokenRow, token_id)
             if row is None:
                 raise NotFound(f"token {token_id!r} not found")
             if row.revoked_at is None:
                 row.revoked_at = now
-                audit.record(
-                    session,
+                uow.record(
                     at=now,
                     actor=actor,
                     action="token.revoke",
                     reason=f"token {row.id} ({row.role}) for {row.name}",
                 )
-                audit.bump_revision(session)
-        self.reload()
-        return row
+            # Even if it was revoked already: elsewhere, maybe, and not yet reloaded here.
+            uow.after_commit(self.reload)
+            return TokenInfo.of(row)
 
 
 def require(principal: Principal, permission: Permission) -> Principal:

@@ -1,5 +1,6 @@
 """Flag use cases: create or replace a definition, flip the kill switch, delete.
-Each is one transaction with a version compare-and-swap and an audit event.
+Each is one unit of work (``controller.unit_of_work``) with a version
+compare-and-swap and an audit event.
 
 Flipping the kill switch of a flag that a rollout drives changes that rollout in the
 same transaction (``Rollouts.follow_kill_switch``): disabling pauses it, enabling
@@ -9,18 +10,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import update
 from sqlalchemy.orm import Session
 from sqlmodel import col, select
 
-from controller import audit
 from controller.errors import Invalid, NotFound, Refused, VersionConflict
 from controller.rollouts import Rollouts
 from controller.storage.store import Store
 from controller.storage.tables import FlagRow, RolloutRow
+from controller.unit_of_work import UnitOfWork, unit_of_work
 from flags.codec import FlagDefinitionError, flag_from_dict, flag_to_dict
 from flags.model import Flag
 
@@ -80,6 +81,10 @@ class Flags:
         # no webhook or metric: callers with a runtime pass runtime.rollouts.
         self._rollouts = rollouts if rollouts is not None else Rollouts(store, on_change)
 
+    def _unit_of_work(self, rollouts: Rollouts) -> AbstractContextManager[UnitOfWork]:
+        # The rollouts' notifier: a kill switch's pause sends their webhooks.
+        return unit_of_work(self._store, on_change=self._on_change, notify=rollouts.notify)
+
     def list_all(self) -> list[dict[str, Any]]:
         with self._store.read() as session:
             rows = session.execute(select(FlagRow).order_by(col(FlagRow.key))).scalars()
@@ -103,16 +108,15 @@ class Flags:
         flag = parse_flag(body, key)
         definition = flag_to_dict(flag)
         rollouts = rollouts or self._rollouts
-        followed: str | None = None
-        with self._store.write() as session:
+        with self._unit_of_work(rollouts) as uow:
+            session = uow.session
             row = session.get(FlagRow, key)
             if row is None:
                 row = FlagRow(
                     key=key, definition=definition, version=1, created_at=now, updated_at=now
                 )
                 session.add(row)
-                audit.record(
-                    session,
+                uow.record(
                     at=now,
                     actor=actor,
                     action="flag.create",
@@ -132,9 +136,8 @@ class Flags:
                     _check_version(row, expected_version)
                     return "unchanged", flag_view(row)
                 was_enabled = _enabled(row)
-                _cas(session, row, expected_version, now, definition=definition)
-                audit.record(
-                    session,
+                _cas(uow, row, expected_version, now, definition=definition)
+                uow.record(
                     at=now,
                     actor=actor,
                     action="flag.update",
@@ -144,18 +147,11 @@ class Flags:
                     details={"enabled": flag.enabled},
                 )
                 if not flag.enabled or not was_enabled:
-                    followed = rollouts.follow_kill_switch(
-                        session, key, flag.enabled, actor=actor, now=now
-                    )
+                    rollouts.follow_kill_switch(uow, key, flag.enabled, actor=actor, now=now)
                 outcome = "updated"
-            audit.bump_revision(session)
             session.flush()
             session.refresh(row)
-            view = flag_view(row)
-        self._on_change()
-        if followed is not None:
-            rollouts.transitioned(followed, "pause")
-        return outcome, view
+            return outcome, flag_view(row)
 
     def set_enabled(
         self,
@@ -170,15 +166,14 @@ class Flags:
     ) -> dict[str, Any]:
         """The kill switch: a disabled flag serves its default to everyone."""
         rollouts = rollouts or self._rollouts
-        followed: str | None = None
-        with self._store.write() as session:
+        with self._unit_of_work(rollouts) as uow:
+            session = uow.session
             row = _load(session, key)
             was_enabled = _enabled(row)
             version = row.version if expected_version is None else expected_version
             definition = {**row.definition, "enabled": enabled}
-            _cas(session, row, version, now, definition=definition)
-            audit.record(
-                session,
+            _cas(uow, row, version, now, definition=definition)
+            uow.record(
                 at=now,
                 actor=actor,
                 action="flag.enable" if enabled else "flag.disable",
@@ -188,18 +183,14 @@ class Flags:
                 reason=reason or ("enabled" if enabled else "kill switch"),
             )
             if not enabled or not was_enabled:
-                followed = rollouts.follow_kill_switch(session, key, enabled, actor=actor, now=now)
-            audit.bump_revision(session)
+                rollouts.follow_kill_switch(uow, key, enabled, actor=actor, now=now)
             session.flush()
             session.refresh(row)
-            view = flag_view(row)
-        self._on_change()
-        if followed is not None:
-            rollouts.transitioned(followed, "pause")
-        return view
+            return flag_view(row)
 
     def delete(self, key: str, *, actor: str, now: datetime) -> None:
-        with self._store.write() as session:
+        with self._unit_of_work(self._rollouts) as uow:
+            session = uow.session
             row = _load(session, key)
             holder = session.execute(
                 select(RolloutRow).where(col(RolloutRow.flag_key) == key)
@@ -209,11 +200,7 @@ class Flags:
                     f"flag {key!r} is driven by rollout {holder.name!r}; delete that first"
                 )
             session.delete(row)
-            audit.record(
-                session, at=now, actor=actor, action="flag.delete", flag=key, reason="flag deleted"
-            )
-            audit.bump_revision(session)
-        self._on_change()
+            uow.record(at=now, actor=actor, action="flag.delete", flag=key, reason="flag deleted")
 
 
 def _load(session: Session, key: str) -> FlagRow:
@@ -235,16 +222,14 @@ def _check_version(row: FlagRow, expected: int) -> None:
         )
 
 
-def _cas(session: Session, row: FlagRow, expected: int, now: datetime, **values: Any) -> None:
-    _check_version(row, expected)
-    result = session.execute(
-        update(FlagRow)
-        .where(col(FlagRow.key) == row.key, col(FlagRow.version) == expected)
-        .values(**values, version=expected + 1, updated_at=now)
-        .execution_options(synchronize_session=False)
+def _cas(uow: UnitOfWork, row: FlagRow, expected: int, now: datetime, **values: Any) -> None:
+    _check_version(row, expected)  # so the swap below compares with ``expected``
+    uow.compare_and_swap(
+        row,
+        version="version",
+        values={**values, "version": expected + 1, "updated_at": now},
+        conflict=f"flag {row.key!r} was changed by someone else; reload and try again",
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
-        raise VersionConflict(f"flag {row.key!r} was changed by someone else; reload and try again")
 
 
 def _check_rollout_variants(session: Session, row: FlagRow, flag: Flag) -> None:

@@ -1,6 +1,7 @@
 """Rollout use cases: apply a plan, perform a manual action, apply an automatic
-decision. One transaction each; every write is a compare-and-swap on the row and
-writes its audit event in the same transaction.
+decision. One unit of work each (``controller.unit_of_work``): every write is a
+compare-and-swap on the row, and its audit event, revision and webhook outbox rows
+commit with it.
 
 Two counters: ``version`` is what people read and send back (it moves when a person
 acts, a plan changes or the controller makes a transition), ``row_version`` moves on
@@ -10,20 +11,21 @@ refused; a gate check that raced with anything is dropped."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import partial
 from typing import Any
 
-from sqlalchemy import update
 from sqlalchemy.orm import Session
 from sqlmodel import col, select
 
-from controller import audit
 from controller.errors import Conflict, Invalid, NotFound, Refused, VersionConflict
 from controller.gates import history as gate_history
 from controller.storage.mapping import rollout_view, state_columns, state_from_row
 from controller.storage.store import Store
-from controller.storage.tables import AuditRow, FlagRow, RolloutRow
+from controller.storage.tables import FlagRow, RolloutRow
+from controller.unit_of_work import Notifier, UnitOfWork, unit_of_work
 from flags.codec import FlagDefinitionError, flag_from_dict
 from stages.actions import Action, ActionRefused, perform
 from stages.decisions import (
@@ -91,7 +93,12 @@ class Rollouts:
         self.on_transition = on_transition
         # Told each transition's audit event inside its transaction, so that what it
         # writes (the webhook outbox) commits or rolls back with the transition.
-        self.notify: TransitionNotifier | None = None
+        self.notify: Notifier | None = None
+
+    def unit_of_work(self) -> AbstractContextManager[UnitOfWork]:
+        """A transaction that refreshes the snapshot after an audited change and writes
+        each transition's webhook outbox rows."""
+        return unit_of_work(self._store, on_change=self._on_change, notify=self.notify)
 
     # -- reads ---------------------------------------------------------------
 
@@ -120,25 +127,22 @@ class Rollouts:
 
     def apply(self, plan: Plan, source: str, actor: str, now: datetime) -> ApplyResult:
         plan_data = plan_to_dict(plan)
-        with self._store.write() as session:
-            row = session.get(RolloutRow, plan.rollout)
+        with self.unit_of_work() as uow:
+            row = uow.session.get(RolloutRow, plan.rollout)
             if row is None:
-                result = self._create(session, plan, plan_data, source, actor, now)
-            else:
-                result = self._update(session, row, plan, plan_data, source, actor, now)
-        if result.outcome != "unchanged":
-            self._on_change()
-        return result
+                return self._create(uow, plan, plan_data, source, actor, now)
+            return self._update(uow, row, plan, plan_data, source, actor, now)
 
     def _create(
         self,
-        session: Session,
+        uow: UnitOfWork,
         plan: Plan,
         plan_data: dict[str, Any],
         source: str,
         actor: str,
         now: datetime,
     ) -> ApplyResult:
+        session = uow.session
         holder = session.execute(
             select(RolloutRow).where(col(RolloutRow.flag_key) == plan.flag)
         ).scalar_one_or_none()
@@ -147,7 +151,7 @@ class Rollouts:
                 f"flag {plan.flag!r} is already driven by rollout {holder.name!r}; "
                 "one flag has at most one rollout (delete the old one first)"
             )
-        _ensure_flag(session, plan, actor, now)
+        _ensure_flag(uow, plan, actor, now)
         state = RolloutState(plan=plan)
         row = RolloutRow(
             name=plan.rollout,
@@ -160,8 +164,7 @@ class Rollouts:
             **state_columns(state),
         )
         session.add(row)
-        audit.record(
-            session,
+        uow.record(
             at=now,
             actor=actor,
             action="apply",
@@ -172,13 +175,12 @@ class Rollouts:
             reason="plan created",
             details={"steps": len(plan.steps), "gates": [g.name for g in plan.gates]},
         )
-        audit.bump_revision(session)
         session.flush()
         return ApplyResult("created", view_of(session, row, state, now), ["created"])
 
     def _update(
         self,
-        session: Session,
+        uow: UnitOfWork,
         row: RolloutRow,
         plan: Plan,
         plan_data: dict[str, Any],
@@ -191,18 +193,18 @@ class Rollouts:
                 f"rollout {row.name!r} drives flag {row.flag_key!r}; a plan cannot move it "
                 f"to {plan.flag!r} (delete the rollout and apply again)"
             )
+        session = uow.session
         old = state_from_row(row)
         if row.plan == plan_data:
             return ApplyResult("unchanged", view_of(session, row, old, now), [])
         changes = _describe_changes(row.plan, plan_data)
         state = _replanned(old, plan)
         _check_serving_kept(old, state)
-        _ensure_flag(session, plan, actor, now)
+        _ensure_flag(uow, plan, actor, now)
         version = _cas(
-            session, row, state, now, bump=True, extra={"plan": plan_data, "plan_source": source}
+            uow, row, state, now, bump=True, extra={"plan": plan_data, "plan_source": source}
         )
-        audit.record(
-            session,
+        uow.record(
             at=now,
             actor=actor,
             action="apply",
@@ -214,7 +216,6 @@ class Rollouts:
             reason="plan updated",
             details={"changes": changes},
         )
-        audit.bump_revision(session)
         fresh = _load(session, row.name)
         return ApplyResult("updated", view_of(session, fresh, state, now), changes)
 
@@ -232,7 +233,8 @@ class Rollouts:
         immediate: bool = False,
         expected_version: int | None = None,
     ) -> dict[str, Any]:
-        with self._store.write() as session:
+        with self.unit_of_work() as uow:
+            session = uow.session
             row = _load(session, name)
             if expected_version is not None and expected_version != row.version:
                 raise VersionConflict(
@@ -256,9 +258,8 @@ class Rollouts:
                 )
             except ActionRefused as exc:
                 raise Refused(exc.reason) from exc
-            version = _cas(session, row, after, now, bump=True)
-            event = audit.record(
-                session,
+            version = _cas(uow, row, after, now, bump=True)
+            uow.record_transition(
                 at=now,
                 actor=actor,
                 action=action.value,
@@ -276,13 +277,9 @@ class Rollouts:
                     "serving_after": _serving_json(after, enabled),
                 },
             )
-            self._notify(session, event, before, after)
-            audit.bump_revision(session)
+            uow.after_commit(partial(self._transitioned, name, action.value))
             fresh = _load(session, name)
-            view = with_kill_switch(rollout_view(fresh, after, now), enabled)
-        self._on_change()
-        self._transitioned(name, action.value)
-        return view
+            return with_kill_switch(rollout_view(fresh, after, now), enabled)
 
     # -- automatic decisions -------------------------------------------------
 
@@ -303,7 +300,8 @@ class Rollouts:
         tick decided on, which the unchanged ``row_version`` proves current (its plan
         is not parsed a second time)."""
         transition = isinstance(decision, TRANSITIONS)
-        with self._store.write() as session:
+        with self.unit_of_work() as uow:
+            session = uow.session
             row = _load(session, name)
             if row.row_version != expected_row_version:
                 raise VersionConflict(
@@ -312,15 +310,15 @@ class Rollouts:
             before = loaded if loaded is not None else state_from_row(row)
             after = apply_decision(before, decision, readings, now)
             slot = now if checked_at is None else checked_at
-            version = _cas(session, row, after, now, bump=transition, extra={"checked_at": slot})
+            version = _cas(uow, row, after, now, bump=transition, extra={"checked_at": slot})
             session.add_all(gate_history.rows_for(name, before.step, readings))
             if transition:
                 enabled = flag_enabled(session, row.flag_key)
-                event = audit.record(
-                    session,
+                action = DECISION_ACTIONS[type(decision)]
+                uow.record_transition(
                     at=now,
                     actor="controller",
-                    action=DECISION_ACTIONS[type(decision)],
+                    action=action,
                     rollout=name,
                     flag=row.flag_key,
                     before=before,
@@ -333,24 +331,21 @@ class Rollouts:
                         "serving_after": _serving_json(after, enabled),
                     },
                 )
-                self._notify(session, event, before, after)
-                audit.bump_revision(session)
-        if transition:
-            self._on_change()
-            self._transitioned(name, DECISION_ACTIONS[type(decision)])
+                uow.after_commit(partial(self._transitioned, name, action))
         return after
 
     # -- the kill switch ---------------------------------------------------------
 
     def follow_kill_switch(
-        self, session: Session, flag: str, enabled: bool, *, actor: str, now: datetime
+        self, uow: UnitOfWork, flag: str, enabled: bool, *, actor: str, now: datetime
     ) -> str | None:
-        """Inside the transaction that flips ``flag``'s kill switch: pause the active
+        """Inside the unit of work that flips ``flag``'s kill switch: pause the active
         rollout that drives it (disabled), or restart its step, still paused (enabled).
-        Returns the rollout that made a transition; tell ``transitioned`` after commit."""
+        Returns the rollout that made a transition (told to ``on_transition`` after the
+        commit)."""
         query = select(RolloutRow).where(col(RolloutRow.flag_key) == flag)
         # Locked, so a scheduler tick racing with the kill switch loses, not the switch.
-        row = session.execute(query.with_for_update()).scalar_one_or_none()
+        row = uow.session.execute(query.with_for_update()).scalar_one_or_none()
         if row is None:
             return None
         before = state_from_row(row)
@@ -368,9 +363,8 @@ class Rollouts:
                 "to continue"
             )
             after = after_kill_switch(before, now, reason)
-        version = _cas(session, row, after, now, bump=True)
-        event = audit.record(
-            session,
+        version = _cas(uow, row, after, now, bump=True)
+        uow.record_transition(
             at=now,
             actor=actor,
             action=Action.PAUSE.value,
@@ -386,25 +380,16 @@ class Rollouts:
                 "serving_after": _serving_json(after, enabled),
             },
         )
-        self._notify(session, event, before, after)
+        uow.after_commit(partial(self._transitioned, row.name, Action.PAUSE.value))
         return row.name
-
-    def transitioned(self, name: str, action: str) -> None:
-        """After a transition made in another use case's transaction has committed."""
-        self._transitioned(name, action)
-
-    def _notify(
-        self, session: Session, event: AuditRow, before: RolloutState, after: RolloutState
-    ) -> None:
-        if self.notify is not None:
-            self.notify(session, event, before, after)
 
     def _transitioned(self, name: str, action: str) -> None:
         if self.on_transition is not None:
             self.on_transition(name, action)
 
     def delete(self, name: str, *, actor: str, now: datetime) -> None:
-        with self._store.write() as session:
+        with self.unit_of_work() as uow:
+            session = uow.session
             row = _load(session, name)
             state = state_from_row(row)
             if state.status in ACTIVE_STATUSES:
@@ -416,8 +401,7 @@ class Rollouts:
             if flag is not None and flag.managed_by == name:
                 flag.managed_by = None
             session.delete(row)
-            audit.record(
-                session,
+            uow.record(
                 at=now,
                 actor=actor,
                 action="delete",
@@ -426,11 +410,7 @@ class Rollouts:
                 before=state,
                 reason="rollout deleted",
             )
-            audit.bump_revision(session)
-        self._on_change()
 
-
-TransitionNotifier = Callable[[Session, AuditRow, RolloutState, RolloutState], None]
 
 # Audit action names of the controller's own transitions.
 DECISION_ACTIONS: dict[type, str] = {
@@ -452,7 +432,7 @@ def _load(session: Session, name: str) -> RolloutRow:
 
 
 def _cas(
-    session: Session,
+    uow: UnitOfWork,
     row: RolloutRow,
     state: RolloutState,
     now: datetime,
@@ -470,21 +450,17 @@ def _cas(
         "row_version": row.row_version + 1,
         "updated_at": now,
     }
-    result = session.execute(
-        update(RolloutRow)
-        .where(col(RolloutRow.name) == row.name, col(RolloutRow.row_version) == row.row_version)
-        .values(**values)
-        .execution_options(synchronize_session=False)
+    uow.compare_and_swap(
+        row,
+        version="row_version",
+        values=values,
+        conflict=f"rollout {row.name!r} was changed by someone else; reload and try again",
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
-        raise VersionConflict(
-            f"rollout {row.name!r} was changed by someone else; reload and try again"
-        )
-    session.expire(row)
     return new_version
 
 
-def _ensure_flag(session: Session, plan: Plan, actor: str, now: datetime) -> None:
+def _ensure_flag(uow: UnitOfWork, plan: Plan, actor: str, now: datetime) -> None:
+    session = uow.session
     row = session.get(FlagRow, plan.flag)
     if row is None:
         definition = {
@@ -507,8 +483,7 @@ def _ensure_flag(session: Session, plan: Plan, actor: str, now: datetime) -> Non
                 updated_at=now,
             )
         )
-        audit.record(
-            session,
+        uow.record(
             at=now,
             actor=actor,
             action="flag.create",

@@ -20,11 +20,13 @@ from controller.http.readiness import Probe
 from controller.jobs.scheduler import Scheduler
 from controller.jobs.snapshot_refresh import SnapshotRefresher
 from controller.notify.webhooks import DeliveryWorker, Outbox
+from controller.read_models import ReadModels
 from controller.rollouts import Rollouts
 from controller.settings import Settings
 from controller.snapshots import SnapshotHolder
 from controller.storage.leases import Leases
 from controller.storage.store import Store
+from controller.ui_sessions import UiSessions
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,9 @@ class Runtime:
     clock: Callable[[], datetime] = utc_now
     rollouts: Rollouts = field(init=False)
     flags: Flags = field(init=False)
+    # What routes and pages read (they open no session of their own).
+    read_models: ReadModels = field(init=False)
+    ui_sessions: UiSessions = field(init=False)
     leases: Leases = field(init=False)
     scheduler: Scheduler | None = None
     # Picks up changes made through other replicas (None in tests that build no app).
@@ -60,6 +65,9 @@ class Runtime:
         self.rollouts = Rollouts(self.store, self.changed)
         # With the rollouts: a kill switch's pause then sends its webhook and metric.
         self.flags = Flags(self.store, self.changed, rollouts=self.rollouts)
+        self.tokens.on_change = self.changed
+        self.read_models = ReadModels(self.store)
+        self.ui_sessions = UiSessions(self.store)
         self.leases = Leases(self.store, self.replica_id)
         self.outbox = Outbox(
             self.store,

@@ -13,13 +13,11 @@ from pydantic import AwareDatetime, Field
 
 from controller.api.bodies import Body
 from controller.api.params import PathText, QueryText
-from controller.errors import Busy, Invalid, NotFound
+from controller.errors import Busy, Invalid
 from controller.gates import history as gate_history
 from controller.jobs.scheduler import query_variables
 from controller.rollouts import plan_problems
 from controller.runtime import Reader, Runtime, RuntimeDep
-from controller.storage.mapping import state_from_row
-from controller.storage.tables import RolloutRow
 from stages.decide import decide
 from stages.planfile import PlanError, parse_plan_data
 
@@ -46,13 +44,7 @@ def gate_evaluations(
 ) -> dict[str, Any]:
     """The newest evaluation of each gate, and the history (newest first)."""
     since_utc = _utc(since, "query.since") if since is not None else None
-    with runtime.store.read() as session:
-        if session.get(RolloutRow, name) is None:
-            raise NotFound(f"rollout {name!r} not found")
-        return {
-            "latest": gate_history.latest(session, name),
-            "history": gate_history.history(session, name, gate=gate, since=since_utc, limit=limit),
-        }
+    return runtime.read_models.gate_evaluations(name, gate=gate, since=since_utc, limit=limit)
 
 
 def _utc(moment: datetime, field: str) -> datetime:
@@ -71,11 +63,7 @@ def test_rollout_gates(
 ) -> dict[str, Any]:
     """Read the rollout's gates now and say what the controller would decide.
     Nothing is stored and nothing changes."""
-    with runtime.store.read() as session:
-        row = session.get(RolloutRow, name)
-        if row is None:
-            raise NotFound(f"rollout {name!r} not found")
-        state = state_from_row(row)
+    state = runtime.read_models.rollout_state(name)
     now = runtime.clock()
     variables = query_variables(state)
     every = {g.name: g for i in range(len(state.plan.steps)) for g in state.plan.gates_for(i)}

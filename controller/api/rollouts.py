@@ -8,7 +8,6 @@ from fastapi import APIRouter, Query, Response
 
 from controller.api.bodies import ActionBody, PlanBody
 from controller.api.params import MAX_DB_INT, PathText, QueryText
-from controller.audit import list_events, verify
 from controller.errors import Invalid
 from controller.rollouts import parse_plan_input
 from controller.runtime import Admin, Operator, Reader, RuntimeDep
@@ -78,9 +77,7 @@ def delete_rollout(name: PathText, runtime: RuntimeDep, who: Admin) -> Response:
 def verify_audit(runtime: RuntimeDep, _who: Reader) -> dict[str, Any]:
     """Walk the audit hash chain: ``ok``, events ``checked``, the ``first_bad`` id and
     the ``problem`` with it."""
-    with runtime.store.read() as session:
-        report = verify(session)
-    return report.as_dict()
+    return runtime.read_models.verify_audit().as_dict()
 
 
 @router.get("/audit")
@@ -93,6 +90,7 @@ def audit(
     before: Annotated[int | None, Query(ge=1, le=MAX_DB_INT)] = None,
 ) -> dict[str, Any]:
     """Audit events, newest first; page with ``before`` = the last id you saw."""
-    with runtime.store.read() as session:
-        events = list_events(session, rollout=rollout, flag=flag, limit=limit, before_id=before)
+    events = runtime.read_models.audit_events(
+        rollout=rollout, flag=flag, limit=limit, before_id=before
+    )
     return {"events": events}

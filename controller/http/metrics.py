@@ -25,17 +25,13 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session
-from sqlmodel import col, func, select
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from controller.api.evaluation import EvaluationCounts
 from controller.auth import Permission, require
 from controller.notify.webhooks import WebhookCollector
-from controller.rollouts import flags_enabled
+from controller.read_models import LatestGate
 from controller.runtime import Runtime, RuntimeDep
-from controller.storage.mapping import state_from_row
-from controller.storage.tables import GateEvaluationRow, RolloutRow
 from stages.state import ACTIVE_STATUSES, Outcome, RolloutState, Status, serving
 
 log = logging.getLogger(__name__)
@@ -132,22 +128,16 @@ class StateCollector(Collector):
             "baseline compares value minus baseline with it).",
             labels=("rollout", "gate", "threshold"),
         )
-        active: set[str] = set()
-        with self._runtime.store.read() as session:
-            rows = list(session.execute(select(RolloutRow)).scalars())
-            enabled = flags_enabled(session)
-            for row in rows:
-                state = state_from_row(row)
-                for s in Status:
-                    status.add_metric([row.name, s.value], 1 if s is state.status else 0)
-                step.add_metric([row.name], state.step + 1)
-                # A disabled flag gives everyone its default, whatever the step says.
-                killed = enabled.get(row.flag_key) is not True
-                percent.add_metric([row.name], 0.0 if killed else _served_percent(state))
-                if state.status in ACTIVE_STATUSES:
-                    active.add(row.name)
-                    _add_thresholds(threshold, row.name, state)
-            gates = _latest_gate_rows(session, active)
+        rollouts, gates = self._runtime.read_models.rollout_gauges()
+        for rollout in rollouts:
+            name, state = rollout.name, rollout.state
+            for s in Status:
+                status.add_metric([name, s.value], 1 if s is state.status else 0)
+            step.add_metric([name], state.step + 1)
+            # A disabled flag gives everyone its default, whatever the step says.
+            percent.add_metric([name], _served_percent(state) if rollout.flag_enabled else 0.0)
+            if state.status in ACTIVE_STATUSES:
+                _add_thresholds(threshold, name, state)
         return [status, step, percent, threshold, *_gate_families(gates)]
 
     def _evaluations(self) -> Metric:
@@ -242,21 +232,7 @@ def _served_percent(state: RolloutState) -> float:
     return float(serving(state).percent)
 
 
-def _latest_gate_rows(session: Session, rollouts: set[str]) -> list[GateEvaluationRow]:
-    """The newest evaluation of each gate of each active rollout. Finished rollouts are
-    left out: their gates are no longer read, and a last ``error`` would alert forever."""
-    if not rollouts:
-        return []
-    newest = (
-        select(func.max(GateEvaluationRow.id))
-        .where(col(GateEvaluationRow.rollout).in_(sorted(rollouts)))
-        .group_by(col(GateEvaluationRow.rollout), col(GateEvaluationRow.gate))
-    )
-    query = select(GateEvaluationRow).where(col(GateEvaluationRow.id).in_(newest))
-    return list(session.execute(query).scalars())
-
-
-def _gate_families(rows: list[GateEvaluationRow]) -> list[Metric]:
+def _gate_families(rows: list[LatestGate]) -> list[Metric]:
     labels = ("rollout", "gate")
     value = GaugeMetricFamily(
         "rollout_gate_value",

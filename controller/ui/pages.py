@@ -1,7 +1,6 @@
-"""What each page shows, gathered in one read transaction per page.
-
-Reads go straight to the stored rows (rollouts, gate evaluations, audit events) and
-through the same views the API returns, so the UI shows what the API says.
+"""What each page shows, from one read model per page (``controller.read_models``:
+one read transaction each), through the same views the API returns, so the UI shows
+what the API says.
 """
 
 from __future__ import annotations
@@ -12,16 +11,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from markupsafe import Markup
-from sqlalchemy.orm import Session
-from sqlmodel import col, select
 
-from controller.audit import list_events
-from controller.errors import NotFound
-from controller.gates import history as gate_history
-from controller.rollouts import view_of
+from controller.read_models import RolloutSummary
 from controller.runtime import Runtime
-from controller.storage.mapping import state_from_row
-from controller.storage.tables import RolloutRow
 from controller.ui import charts
 from controller.ui.forecast import Forecast, forecast
 from flags.model import EvaluationContext
@@ -30,6 +22,7 @@ from stages.plan import Gate
 from stages.state import RolloutState, Status, serving
 
 _AUDIT_ROWS = 100
+_EVENTS_READ = 1000  # for the percent chart and the count; the table shows _AUDIT_ROWS
 _HISTORY_POINTS = 240  # per gate: a few hours at a one-minute interval
 
 
@@ -56,23 +49,20 @@ class GatePanel:
 
 
 def overview(runtime: Runtime, now: datetime) -> list[RolloutCard]:
-    with runtime.store.read() as session:
-        rows = session.execute(select(RolloutRow).order_by(col(RolloutRow.name))).scalars()
-        return [_card(session, row, now) for row in rows]
+    return [_card(summary, now) for summary in runtime.read_models.rollout_summaries(now)]
 
 
 def rollout_page(runtime: Runtime, name: str, now: datetime) -> dict[str, Any]:
-    with runtime.store.read() as session:
-        row = session.get(RolloutRow, name)
-        if row is None:
-            raise NotFound(f"rollout {name!r} not found")
-        card = _card(session, row, now)
-        state = state_from_row(row)
-        events = list_events(session, rollout=name, limit=1000)
-        latest = gate_history.latest(session, name)
-        panels = [
-            _gate_panel(session, name, gate, now) for gate in _every_gate(state.plan.steps, state)
-        ]
+    detail = runtime.read_models.rollout_detail(
+        name, now, events=_EVENTS_READ, gate_points=_HISTORY_POINTS
+    )
+    summary, events = detail.summary, detail.events
+    state = summary.state
+    card = _card(summary, now)
+    panels = [
+        _gate_panel(detail.gate_history.get(gate.name, []), gate, now)
+        for gate in _every_gate(state.plan.steps, state)
+    ]
     steps = [
         {
             "index": i,
@@ -86,25 +76,24 @@ def rollout_page(runtime: Runtime, name: str, now: datetime) -> dict[str, Any]:
         }
         for i, step in enumerate(state.plan.steps)
     ]
-    percent_svg = charts.percent_chart(_percent_points(row, state, events), end=now)
+    percent_svg = charts.percent_chart(_percent_points(summary.created_at, state, events), end=now)
     return {
         "card": card,
         "steps": steps,
         "percent_chart": Markup(percent_svg),  # charts escapes every text it draws
         "gates": panels,
-        "latest": latest,
+        "latest": summary.latest_gates,
         "thresholds": {p.gate.name: _thresholds_text(p.gate) for p in panels},
         "events": events[:_AUDIT_ROWS],
         "event_count": len(events),
     }
 
 
-def _card(session: Session, row: RolloutRow, now: datetime) -> RolloutCard:
-    state = state_from_row(row)
-    latest = gate_history.latest(session, row.name)
-    next_check = _next_check(row, state, now)
+def _card(summary: RolloutSummary, now: datetime) -> RolloutCard:
+    state, view = summary.state, summary.view
+    latest = summary.latest_gates
+    next_check = _next_check(summary.checked_at, state, now)
     lights = _lights(state)
-    view = view_of(session, row, state, now)
     actions = available_actions(state)
     ahead = forecast(state, latest, now, next_check)
     if view["kill_switch"]:
@@ -112,7 +101,7 @@ def _card(session: Session, row: RolloutRow, now: datetime) -> RolloutCard:
         actions = [a for a in actions if a not in NEEDS_FLAG_ENABLED]
         ahead = Forecast(
             "danger",
-            f"kill switch: flag {row.flag_key} is disabled, everyone gets the old side; "
+            f"kill switch: flag {view['flag']} is disabled, everyone gets the old side; "
             "enabling it does not resume the rollout",
             ahead.headline,
         )
@@ -125,10 +114,12 @@ def _card(session: Session, row: RolloutRow, now: datetime) -> RolloutCard:
     )
 
 
-def _next_check(row: RolloutRow, state: RolloutState, now: datetime) -> timedelta | None:
-    if state.status not in (Status.RUNNING, Status.ROLLING_BACK) or row.checked_at is None:
+def _next_check(
+    checked_at: datetime | None, state: RolloutState, now: datetime
+) -> timedelta | None:
+    if state.status not in (Status.RUNNING, Status.ROLLING_BACK) or checked_at is None:
         return None
-    return max(state.plan.interval - (now - row.checked_at), timedelta(0))
+    return max(state.plan.interval - (now - checked_at), timedelta(0))
 
 
 def _lights(state: RolloutState) -> list[GateLight]:
@@ -146,8 +137,7 @@ def _every_gate(steps: Sequence[object], state: RolloutState) -> list[Gate]:
     return list(seen.values())
 
 
-def _gate_panel(session: Session, rollout: str, gate: Gate, now: datetime) -> GatePanel:
-    rows = gate_history.history(session, rollout, gate=gate.name, limit=_HISTORY_POINTS)
+def _gate_panel(rows: Sequence[Mapping[str, Any]], gate: Gate, now: datetime) -> GatePanel:
     relative = gate.baseline is not None
     points = [_gate_point(r, relative) for r in reversed(rows)]
     hint = "value - baseline" if relative else ""
@@ -181,10 +171,10 @@ def _float(raw: object) -> float | None:
 
 
 def _percent_points(
-    row: RolloutRow, state: RolloutState, events: Sequence[Mapping[str, Any]]
+    created_at: datetime, state: RolloutState, events: Sequence[Mapping[str, Any]]
 ) -> list[charts.PercentPoint]:
     """Percent served after each transition, oldest first, from 0 % at creation."""
-    points = [charts.PercentPoint(row.created_at, 0.0, "created", "plan applied")]
+    points = [charts.PercentPoint(created_at, 0.0, "created", "plan applied")]
     for event in reversed(events):  # the log is newest first
         if event["to_status"] is None or not _is_transition(event):
             continue

@@ -3,10 +3,11 @@
 Signing in with an API token opens a session: the cookie (HttpOnly, SameSite=Strict,
 Secure over https) holds a random session id, never the token. The database keeps
 only the SHA-256 of that id, with the hash of the token and an expiry
-(``ROLLOUT_UI_SESSION_TTL``), so every replica shares the session, a stolen cookie
-stops working at expiry or sign-out, and a copy of the database opens no session.
-Every UI request looks the session up and checks its token again in the database,
-so revoking the token (on any replica) signs its sessions out at the next page.
+(``ROLLOUT_UI_SESSION_TTL``; ``controller.ui_sessions``), so every replica shares the
+session, a stolen cookie stops working at expiry or sign-out, and a copy of the
+database opens no session. Every UI request looks the session up and checks its token
+again in the database, so revoking the token (on any replica) signs its sessions out
+at the next page.
 
 CSRF: each form carries ``HMAC-SHA256(key=session id, msg=purpose)``. Another site
 can neither read the HttpOnly cookie nor compute the MAC, and because the MAC needs
@@ -24,13 +25,10 @@ from typing import Annotated
 from urllib.parse import urlsplit
 
 from fastapi import Depends, Request, Response
-from sqlalchemy import delete
-from sqlmodel import col, select
 
-from controller.auth import Permission, Principal, Role, hash_token
+from controller.auth import Permission, Principal, hash_token
 from controller.runtime import Runtime, RuntimeDep
 from controller.settings import Settings
-from controller.storage.tables import TokenRow, UiSessionRow
 from stages.durations import parse_duration
 
 SESSION_COOKIE = "rollout_session"
@@ -80,34 +78,14 @@ def _cookie_options(request: Request, settings: Settings) -> dict[str, object]:
     }
 
 
-def _session_hash(session_id: str) -> str:
-    return hashlib.sha256(session_id.encode()).hexdigest()
-
-
 def open_session(runtime: Runtime, token: str) -> str:
     """A new session for ``token`` (already authenticated); returns the cookie value."""
-    session_id = secrets.token_urlsafe(32)
-    now = runtime.clock()
     ttl = parse_duration(runtime.settings.ui_session_ttl)
-    with runtime.store.write() as session:
-        # Expired sessions are forgotten here, where sessions are made: no sweeper needed.
-        session.execute(delete(UiSessionRow).where(col(UiSessionRow.expires_at) <= now))
-        session.add(
-            UiSessionRow(
-                id_hash=_session_hash(session_id),
-                token_hash=hash_token(token),
-                created_at=now,
-                expires_at=now + ttl,
-            )
-        )
-    return session_id
+    return runtime.ui_sessions.open(hash_token(token), runtime.clock(), ttl)
 
 
 def end_session(runtime: Runtime, session_id: str) -> None:
-    with runtime.store.write() as session:
-        session.execute(
-            delete(UiSessionRow).where(col(UiSessionRow.id_hash) == _session_hash(session_id))
-        )
+    runtime.ui_sessions.end(session_id)
 
 
 def session_token_id(runtime: Runtime, session_id: str) -> str | None:
@@ -118,21 +96,9 @@ def session_token_id(runtime: Runtime, session_id: str) -> str | None:
 
 def _session_owner(runtime: Runtime, session_id: str, now: datetime) -> Principal | None:
     """Who holds this unexpired session, if its token is still live."""
-    with runtime.store.read() as session:
-        row = session.get(UiSessionRow, _session_hash(session_id))
-        if row is None or row.expires_at <= now:
-            return None
-        admin = runtime.settings.admin_token
-        if admin is not None and hmac.compare_digest(
-            hash_token(admin.get_secret_value()), row.token_hash
-        ):
-            return Principal("bootstrap-admin", Role.ADMIN, "bootstrap")
-        token = session.execute(
-            select(TokenRow).where(
-                col(TokenRow.token_hash) == row.token_hash, col(TokenRow.revoked_at).is_(None)
-            )
-        ).scalar_one_or_none()
-        return None if token is None else Principal(token.name, Role(token.role), token.id)
+    admin = runtime.settings.admin_token
+    admin_hash = hash_token(admin.get_secret_value()) if admin is not None else None
+    return runtime.ui_sessions.owner(session_id, now, admin_hash=admin_hash)
 
 
 def set_session(response: Response, request: Request, settings: Settings, session_id: str) -> None:

@@ -1,0 +1,182 @@
+"""Named read models: what the API, the web UI and ``/metrics`` show that the use cases'
+own reads (``Rollouts.get``, ``Flags.list_all``, ``TokenRegistry.list``) do not. Each
+is one read transaction that returns plain data (views, frozen dataclasses, core
+state), so no route or page opens a session or knows a table."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+from sqlmodel import col, func, select
+
+from controller import audit
+from controller.audit_chain import VerifyReport
+from controller.errors import NotFound
+from controller.gates import history as gate_history
+from controller.rollouts import flags_enabled, with_kill_switch
+from controller.storage.mapping import rollout_view, state_from_row
+from controller.storage.store import Store
+from controller.storage.tables import GateEvaluationRow, RolloutRow
+from stages.state import ACTIVE_STATUSES, RolloutState
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutSummary:
+    """One rollout as the overview shows it."""
+
+    view: dict[str, Any]  # the API's view, kill switch included
+    state: RolloutState
+    checked_at: datetime | None  # the slot the next check is counted from
+    created_at: datetime
+    latest_gates: list[dict[str, Any]]  # the newest evaluation of each gate
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutDetail:
+    """One rollout as its page shows it."""
+
+    summary: RolloutSummary
+    events: list[dict[str, Any]]  # its audit events, newest first
+    gate_history: dict[str, list[dict[str, Any]]]  # by gate, newest first
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutGauge:
+    name: str
+    state: RolloutState
+    flag_enabled: bool  # False: the kill switch serves everyone the default
+
+
+@dataclass(frozen=True, slots=True)
+class LatestGate:
+    rollout: str
+    gate: str
+    value: float | None
+    baseline: float | None
+    outcome: str
+    at: datetime
+
+
+class ReadModels:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    # -- rollouts ------------------------------------------------------------------
+
+    def rollout_state(self, name: str) -> RolloutState:
+        with self._store.read() as session:
+            return state_from_row(_rollout(session, name))
+
+    def rollout_summaries(self, now: datetime) -> list[RolloutSummary]:
+        """Every rollout, by name."""
+        with self._store.read() as session:
+            rows = session.execute(select(RolloutRow).order_by(col(RolloutRow.name))).scalars()
+            enabled = flags_enabled(session)
+            return [_summary(session, row, enabled.get(row.flag_key), now) for row in rows]
+
+    def rollout_detail(
+        self, name: str, now: datetime, *, events: int, gate_points: int
+    ) -> RolloutDetail:
+        """The rollout, up to ``events`` audit events and ``gate_points`` evaluations
+        of each gate its plan has at any step."""
+        with self._store.read() as session:
+            row = _rollout(session, name)
+            enabled = flags_enabled(session).get(row.flag_key)
+            summary = _summary(session, row, enabled, now)
+            plan = summary.state.plan
+            gates = dict.fromkeys(g.name for i in range(len(plan.steps)) for g in plan.gates_for(i))
+            return RolloutDetail(
+                summary=summary,
+                events=audit.list_events(session, rollout=name, limit=events),
+                gate_history={
+                    gate: gate_history.history(session, name, gate=gate, limit=gate_points)
+                    for gate in gates
+                },
+            )
+
+    def gate_evaluations(
+        self, name: str, *, gate: str | None, since: datetime | None, limit: int
+    ) -> dict[str, Any]:
+        """The newest evaluation of each gate, and the history (newest first)."""
+        with self._store.read() as session:
+            _rollout(session, name)
+            return {
+                "latest": gate_history.latest(session, name),
+                "history": gate_history.history(session, name, gate=gate, since=since, limit=limit),
+            }
+
+    # -- the audit log ---------------------------------------------------------------
+
+    def audit_events(
+        self,
+        *,
+        rollout: str | None = None,
+        flag: str | None = None,
+        limit: int = 100,
+        before_id: int | None = None,
+    ) -> list[dict[str, Any]]:
+        with self._store.read() as session:
+            return audit.list_events(
+                session, rollout=rollout, flag=flag, limit=limit, before_id=before_id
+            )
+
+    def verify_audit(self) -> VerifyReport:
+        with self._store.read() as session:
+            return audit.verify(session)
+
+    # -- /metrics --------------------------------------------------------------------
+
+    def rollout_gauges(self) -> tuple[list[RolloutGauge], list[LatestGate]]:
+        """Every rollout's state, and the newest evaluation of each gate of the active
+        ones: three queries, whatever the number of rollouts."""
+        with self._store.read() as session:
+            rows = list(session.execute(select(RolloutRow)).scalars())
+            enabled = flags_enabled(session)
+            gauges = [
+                RolloutGauge(r.name, state_from_row(r), enabled.get(r.flag_key) is True)
+                for r in rows
+            ]
+            active = {g.name for g in gauges if g.state.status in ACTIVE_STATUSES}
+            return gauges, _latest_gates(session, active)
+
+
+def _rollout(session: Session, name: str) -> RolloutRow:
+    row = session.get(RolloutRow, name)
+    if row is None:
+        raise NotFound(f"rollout {name!r} not found")
+    return row
+
+
+def _summary(
+    session: Session, row: RolloutRow, enabled: bool | None, now: datetime
+) -> RolloutSummary:
+    state = state_from_row(row)
+    return RolloutSummary(
+        view=with_kill_switch(rollout_view(row, state, now), enabled),
+        state=state,
+        checked_at=row.checked_at,
+        created_at=row.created_at,
+        latest_gates=gate_history.latest(session, row.name),
+    )
+
+
+def _latest_gates(session: Session, rollouts: Iterable[str]) -> list[LatestGate]:
+    """Finished rollouts are left out by the caller: their gates are no longer read,
+    and a last ``error`` would alert forever."""
+    names: Sequence[str] = sorted(rollouts)
+    if not names:
+        return []
+    newest = (
+        select(func.max(GateEvaluationRow.id))
+        .where(col(GateEvaluationRow.rollout).in_(names))
+        .group_by(col(GateEvaluationRow.rollout), col(GateEvaluationRow.gate))
+    )
+    query = select(GateEvaluationRow).where(col(GateEvaluationRow.id).in_(newest))
+    return [
+        LatestGate(r.rollout, r.gate, r.value, r.baseline, r.outcome, r.at)
+        for r in session.execute(query).scalars()
+    ]
