@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup system demo serve test lint typecheck unit bench bench-eval bench-sdk bench-scheduler clean
+.PHONY: setup system demo serve test lint typecheck unit bench bench-eval bench-sdk bench-scheduler bench-decisions clean
 
 $(BIN)/rollout: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,11 @@ bench-sdk: setup
 # without 10 % of them hanging; about 11 minutes.
 bench-scheduler: setup
 	$(BIN)/python -m tests.benchmarks.scheduler --write-docs
+
+# Decision quality: seeded simulated traffic through the real decide(), 200 runs per cell
+# (healthy and regressed canaries at 1, 5 and 25 %), threshold plan beside compare plan.
+bench-decisions: $(BIN)/rollout
+	$(BIN)/python -m tests.benchmarks.decision_quality --write-docs
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage *.egg-info
