@@ -184,22 +184,23 @@ class GateReadingAnswer(Answer):
 
 
 class GateEvaluationAnswer(Answer):
-    """One stored evaluation of one gate."""
+    """One stored evaluation of one gate. Its numbers come from float columns, so they
+    are ``float``: 5000 of these in one answer, and a union of int and float costs."""
 
     id: int
     gate: str
     step: int
     at: Timestamp
     query: str
-    value: Measured
-    baseline: Measured
-    samples: Measured
+    value: float | str | None
+    baseline: float | str | None
+    samples: float | str | None
     threshold: str | None
-    threshold_value: Number | None
+    threshold_value: float | None
     # A stored string, not re-checked against today's outcomes: an old row stays readable.
     outcome: str = Field(description="ok, hold, no_data, error, rollback or abort")
     error: str | None
-    duration_ms: Number
+    duration_ms: float
 
 
 class GateEvaluations(Answer):

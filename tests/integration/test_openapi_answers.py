@@ -22,7 +22,6 @@ import pytest
 from pydantic import BaseModel, SecretStr
 
 from controller.api import answers
-from controller.audit import list_events
 from controller.gates import history as gate_history
 from controller.http.app import build_runtime
 from controller.runtime import Runtime
@@ -310,8 +309,7 @@ def test_audit_answers(seeded: Seeded) -> None:
         report = ok(c.get("/api/v1/audit/verify"))
     check(events, answers.AuditEvents)
     check(report, answers.VerifyAnswer)
-    with seeded.runtime.store.read() as session:
-        assert events["events"] == as_json(list_events(session, limit=1000))
+    assert events["events"] == as_json(seeded.runtime.read_models.audit_events(limit=1000))
     assert report["ok"] is True and report["checked"] >= len(events["events"])
 
 
@@ -327,13 +325,9 @@ def test_gate_answers(seeded: Seeded) -> None:
     check(evaluations, answers.GateEvaluations)
     check(tried, answers.RolloutGateTest)
     check(adhoc, answers.GateTest)
-    with seeded.runtime.store.read() as session:
-        assert evaluations == as_json(
-            {
-                "latest": gate_history.latest(session, ROLLOUT),
-                "history": gate_history.history(session, ROLLOUT, limit=5000),
-            }
-        )
+    assert evaluations == as_json(
+        seeded.runtime.read_models.gate_evaluations(ROLLOUT, gate=None, since=None, limit=5000)
+    )
     assert "inf" in {row["value"] for row in evaluations["history"]}
     assert [r["gate"] for r in tried["readings"]] == ["errors"]
 
@@ -366,7 +360,7 @@ def test_token_answers(seeded: Seeded) -> None:
     assert created["token"] and seeded.revoked_token["revoked_at"]
     shown = {t["id"]: t for t in listed["tokens"]}
     assert shown[created["id"]] == {k: v for k, v in created.items() if k != "token"}
-    assert {t.id for t in seeded.runtime.tokens.list()} == set(shown)
+    assert listed["tokens"] == [t.view() for t in seeded.runtime.tokens.list()]
 
 
 def test_webhook_answers(seeded: Seeded) -> None:
