@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import platform
 import statistics
 import sys
@@ -57,10 +58,13 @@ def _plan(text: str) -> Plan:
     return parse_plan(text)
 
 
-def run_task(task: Task) -> tuple[Task, sim.RunResult]:
+def run_task(task: Task) -> tuple[Task, sim.RunResult, float]:
+    """One run, and the CPU seconds it took (wall time depends on who else runs)."""
+    began = time.process_time()
     scenario = sim.SCENARIOS[task.scenario]
     seed = sim.seed_for(cell_name(scenario, task.level), task.run)
-    return task, sim.simulate(_plan(task.plan_text), scenario, task.level, seed)
+    result = sim.simulate(_plan(task.plan_text), scenario, task.level, seed)
+    return task, result, time.process_time() - began
 
 
 def unreadable_gates(plan: Plan) -> list[str]:
@@ -133,19 +137,25 @@ def tasks_for(plans: dict[str, str], runs: int, cells: str | None) -> list[Task]
     return out
 
 
-def run_all(tasks: list[Task], workers: int) -> dict[tuple[str, str], list[sim.RunResult]]:
+Results = dict[tuple[str, str], list[sim.RunResult]]
+
+
+def run_all(tasks: list[Task], workers: int) -> tuple[Results, float]:
+    """Every run's result by (plan, cell), in run order; and the CPU seconds of all runs."""
     results: dict[tuple[str, str], list[tuple[int, sim.RunResult]]] = {}
+    cpu = 0.0
     began = time.monotonic()
     with multiprocessing.Pool(workers) as pool:
-        for done, (task, result) in enumerate(pool.imap_unordered(run_task, tasks, 4), 1):
+        for done, (task, result, seconds) in enumerate(pool.imap_unordered(run_task, tasks, 4), 1):
             key = (task.plan, cell_name(sim.SCENARIOS[task.scenario], task.level))
             results.setdefault(key, []).append((task.run, result))
+            cpu += seconds
             if done % 100 == 0 or done == len(tasks):
                 elapsed = time.monotonic() - began
                 eta = elapsed / done * (len(tasks) - done)
                 print(f"  {done}/{len(tasks)} runs, {elapsed:.0f} s, about {eta:.0f} s left",
                       flush=True)  # fmt: skip
-    return {k: [r for _, r in sorted(v, key=lambda x: x[0])] for k, v in results.items()}
+    return {k: [r for _, r in sorted(v, key=lambda x: x[0])] for k, v in results.items()}, cpu
 
 
 # --- the docs section ----------------------------------------------------------------------
@@ -241,6 +251,7 @@ def section(
     plans: dict[str, str],
     runs: int,
     seconds: float,
+    cpu: float,
     skipped: str,
 ) -> str:
     start, end = markers(SECTION)
@@ -252,10 +263,10 @@ def section(
         "",
         f"Measured {m['date']} with `python -m tests.benchmarks.decision_quality --write-docs` "
         f"(`make bench-decisions`): {runs} seeded runs per cell and plan, "
-        f"{seconds / 60:.1f} minutes on {m['nproc']} CPUs ({m['cpu']}, {platform.system()}), "
-        f"Python {m['python']}, 2 worker processes. Plans: "
-        + "; ".join(f"{n}: `{p}`" for n, p in plans.items())
-        + f".{skipped}",
+        f"{seconds / 60:.1f} minutes of wall time and {cpu / 60:.1f} CPU-minutes in 2 worker "
+        f"processes on {m['nproc']} CPUs ({m['cpu']}, {platform.system()}, load average "
+        f"{os.getloadavg()[0]:.1f} at the end: the machine was shared), Python {m['python']}. "
+        "Plans: " + "; ".join(f"{n}: `{p}`" for n, p in plans.items()) + f".{skipped}",
         "",
         *headline(summaries, names),
         "",
@@ -292,16 +303,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     tasks = tasks_for(texts, args.runs, args.cells)
     print(f"{len(tasks)} runs: {', '.join(plans)} plan(s), {args.workers} workers", flush=True)
     began = time.monotonic()
-    results = run_all(tasks, args.workers)
+    results, cpu = run_all(tasks, args.workers)
     seconds = time.monotonic() - began
     summaries = {key: summarise(rs) for key, rs in results.items()}
-    print(f"took {seconds:.0f} s")
+    print(f"took {seconds:.0f} s wall, {cpu:.0f} CPU-seconds in the workers")
     print("\n".join(headline(summaries, list(plans))))
     for name in plans:
         print("\n".join(details(summaries, name)))
     if args.write_docs:
         shown = {n: str(p.resolve().relative_to(ROOT)) for n, p in plans.items()}
-        replace_section(SECTION, section(summaries, shown, args.runs, seconds, skipped))
+        replace_section(SECTION, section(summaries, shown, args.runs, seconds, cpu, skipped))
         print("wrote the decision-quality section of docs/benchmarks.md")
     return 0
 
