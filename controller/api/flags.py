@@ -27,7 +27,10 @@ KEYS_AS_STORED = True
 
 
 @router.get(
-    "", response_model=FlagList, responses=errors(*READ_ERRORS), response_model_exclude_unset=KEYS_AS_STORED
+    "",
+    response_model=FlagList,
+    responses=errors(*READ_ERRORS),
+    response_model_exclude_unset=KEYS_AS_STORED,
 )
 def list_flags(runtime: RuntimeDep, _who: Reader) -> dict[str, Any]:
     return {"flags": runtime.flags.list_all()}

@@ -11,6 +11,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import AwareDatetime, Field
 
+from controller.api.answers import (
+    READ_ERRORS,
+    GateEvaluations,
+    GateTest,
+    RolloutGateTest,
+    errors,
+)
 from controller.api.bodies import Body
 from controller.api.params import PathText, QueryText
 from controller.errors import Busy, Invalid
@@ -33,7 +40,11 @@ class AdHocGateBody(Body):
     variables: dict[str, str] = Field(default_factory=dict)
 
 
-@router.get("/rollouts/{name}/gates")
+@router.get(
+    "/rollouts/{name}/gates",
+    response_model=GateEvaluations,
+    responses=errors(404, *READ_ERRORS),
+)
 def gate_evaluations(
     name: PathText,
     runtime: RuntimeDep,
@@ -57,7 +68,11 @@ def _utc(moment: datetime, field: str) -> datetime:
         ) from None
 
 
-@router.post("/rollouts/{name}/gates/test")
+@router.post(
+    "/rollouts/{name}/gates/test",
+    response_model=RolloutGateTest,
+    responses=errors(404, 429, *READ_ERRORS),
+)
 def test_rollout_gates(
     name: PathText, body: GateTestBody, runtime: RuntimeDep, _who: Reader
 ) -> dict[str, Any]:
@@ -87,7 +102,7 @@ def test_rollout_gates(
     }
 
 
-@router.post("/gates/test")
+@router.post("/gates/test", response_model=GateTest, responses=errors(429, *READ_ERRORS))
 def test_gate(body: AdHocGateBody, runtime: RuntimeDep, _who: Reader) -> dict[str, Any]:
     """Try a gate definition before it goes into a plan."""
     probe = {

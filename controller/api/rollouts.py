@@ -6,6 +6,17 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
+from controller.api.answers import (
+    CHANGE_ERRORS,
+    READ_ERRORS,
+    ApplyAnswer,
+    AuditEvents,
+    DryRunAnswer,
+    RolloutAnswer,
+    RolloutList,
+    VerifyAnswer,
+    errors,
+)
 from controller.api.bodies import ActionBody, PlanBody
 from controller.api.params import MAX_DB_INT, PathText, QueryText
 from controller.errors import Invalid
@@ -17,7 +28,11 @@ from stages.planfile import plan_size_problem, plan_to_dict
 router = APIRouter(prefix="/api/v1", tags=["rollouts"])
 
 
-@router.post("/plans")
+@router.post(
+    "/plans",
+    response_model=ApplyAnswer | DryRunAnswer,
+    responses={201: {"model": ApplyAnswer, "description": "created"}, **errors(*CHANGE_ERRORS)},
+)
 def apply_plan(
     body: PlanBody,
     runtime: RuntimeDep,
@@ -40,17 +55,21 @@ def apply_plan(
     return {"outcome": result.outcome, "changes": result.changes, "rollout": result.rollout}
 
 
-@router.get("/rollouts")
+@router.get("/rollouts", response_model=RolloutList, responses=errors(*READ_ERRORS))
 def list_rollouts(runtime: RuntimeDep, _who: Reader) -> dict[str, Any]:
     return {"rollouts": runtime.rollouts.list_all(runtime.clock())}
 
 
-@router.get("/rollouts/{name}")
+@router.get("/rollouts/{name}", response_model=RolloutAnswer, responses=errors(404, *READ_ERRORS))
 def get_rollout(name: PathText, runtime: RuntimeDep, _who: Reader) -> dict[str, Any]:
     return runtime.rollouts.get(name, runtime.clock())
 
 
-@router.post("/rollouts/{name}/actions/{action}")
+@router.post(
+    "/rollouts/{name}/actions/{action}",
+    response_model=RolloutAnswer,
+    responses=errors(*CHANGE_ERRORS),
+)
 def act(
     name: PathText, action: Action, body: ActionBody, runtime: RuntimeDep, who: Operator
 ) -> dict[str, Any]:
@@ -67,20 +86,20 @@ def act(
     )
 
 
-@router.delete("/rollouts/{name}", status_code=204)
+@router.delete("/rollouts/{name}", status_code=204, responses=errors(*CHANGE_ERRORS))
 def delete_rollout(name: PathText, runtime: RuntimeDep, who: Admin) -> Response:
     runtime.rollouts.delete(name, actor=who.actor, now=runtime.clock())
     return Response(status_code=204)
 
 
-@router.get("/audit/verify")
+@router.get("/audit/verify", response_model=VerifyAnswer, responses=errors(*READ_ERRORS))
 def verify_audit(runtime: RuntimeDep, _who: Reader) -> dict[str, Any]:
     """Walk the audit hash chain: ``ok``, events ``checked``, the ``first_bad`` id and
     the ``problem`` with it."""
     return runtime.read_models.verify_audit().as_dict()
 
 
-@router.get("/audit")
+@router.get("/audit", response_model=AuditEvents, responses=errors(*READ_ERRORS))
 def audit(
     runtime: RuntimeDep,
     _who: Reader,

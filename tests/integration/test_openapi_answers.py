@@ -75,28 +75,16 @@ ANSWERS: dict[tuple[str, str], tuple[type[BaseModel], ...]] = {
     ("delete", "/api/v1/flags/{key}"): (),
     ("delete", "/api/v1/rollouts/{name}"): (),
 }
-# Operations whose route modules are being changed by other work (issue 12 item 2, and
-# the evaluation wire format of item 4): their models are above and checked against
-# real answers below, and the decorators that use them go in with that work. Listed so
-# that this set can only shrink: an operation here that gains its schema fails the test.
+# The evaluation routes write their bytes themselves (controller/api/evaluation.py, the
+# same bytes as the fast path), so FastAPI cannot see their answers: their models are
+# above and checked against real answers below, and documenting them is a `responses=`
+# in that module. Listed so that this set can only shrink: an operation here that gains
+# its schema fails the test.
 NOT_YET_DECLARED = {
-    ("post", "/api/v1/plans"),
-    ("get", "/api/v1/rollouts"),
-    ("get", "/api/v1/rollouts/{name}"),
-    ("post", "/api/v1/rollouts/{name}/actions/{action}"),
-    ("get", "/api/v1/audit"),
-    ("get", "/api/v1/audit/verify"),
-    ("get", "/api/v1/rollouts/{name}/gates"),
-    ("post", "/api/v1/rollouts/{name}/gates/test"),
-    ("post", "/api/v1/gates/test"),
-    ("get", "/api/v1/tokens"),
-    ("post", "/api/v1/tokens"),
-    ("delete", "/api/v1/tokens/{token_id}"),
     ("get", "/api/v1/evaluate/{key}"),
     ("post", "/api/v1/evaluate/{key}"),
     ("get", "/api/v1/snapshot"),
 }
-ERRORS_NOT_YET_DECLARED = NOT_YET_DECLARED | {("delete", "/api/v1/rollouts/{name}")}
 
 
 @dataclass
@@ -199,8 +187,10 @@ def test_every_operation_documents_its_answer(seeded: Seeded) -> None:
         if all(s == {} or refs(s) == set() for s in schemas):  # {} or "any object"
             undeclared.add(op)
             continue
-        for schema in schemas:
-            assert refs(schema) == {m.__name__ for m in ANSWERS[op]}, (op, schema)
+        # Each 2xx body names some of the models (201 created, 200 one of two), all of them.
+        named = [refs(s) for s in schemas]
+        assert set().union(*named) == {m.__name__ for m in ANSWERS[op]}, (op, schemas)
+        assert all(named), (op, schemas)
     assert undeclared == NOT_YET_DECLARED
 
 
@@ -219,7 +209,7 @@ def test_error_bodies_are_documented_with_the_field_they_name(seeded: Seeded) ->
             undeclared.add((method, path))
             continue
         assert all(names == {"ErrorAnswer"} for names in documented.values()), documented
-    assert undeclared == ERRORS_NOT_YET_DECLARED
+    assert undeclared == NOT_YET_DECLARED
 
 
 # -- answers against the models ----------------------------------------------------
