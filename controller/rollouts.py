@@ -95,7 +95,7 @@ class Rollouts:
         # writes (the webhook outbox) commits or rolls back with the transition.
         self.notify: Notifier | None = None
 
-    def unit_of_work(self) -> AbstractContextManager[UnitOfWork]:
+    def _unit_of_work(self) -> AbstractContextManager[UnitOfWork]:
         """A transaction that refreshes the snapshot after an audited change and writes
         each transition's webhook outbox rows."""
         return unit_of_work(self._store, on_change=self._on_change, notify=self.notify)
@@ -127,7 +127,7 @@ class Rollouts:
 
     def apply(self, plan: Plan, source: str, actor: str, now: datetime) -> ApplyResult:
         plan_data = plan_to_dict(plan)
-        with self.unit_of_work() as uow:
+        with self._unit_of_work() as uow:
             row = uow.session.get(RolloutRow, plan.rollout)
             if row is None:
                 return self._create(uow, plan, plan_data, source, actor, now)
@@ -233,7 +233,7 @@ class Rollouts:
         immediate: bool = False,
         expected_version: int | None = None,
     ) -> dict[str, Any]:
-        with self.unit_of_work() as uow:
+        with self._unit_of_work() as uow:
             session = uow.session
             row = _load(session, name)
             if expected_version is not None and expected_version != row.version:
@@ -300,7 +300,7 @@ class Rollouts:
         tick decided on, which the unchanged ``row_version`` proves current (its plan
         is not parsed a second time)."""
         transition = isinstance(decision, TRANSITIONS)
-        with self.unit_of_work() as uow:
+        with self._unit_of_work() as uow:
             session = uow.session
             row = _load(session, name)
             if row.row_version != expected_row_version:
@@ -388,7 +388,7 @@ class Rollouts:
             self.on_transition(name, action)
 
     def delete(self, name: str, *, actor: str, now: datetime) -> None:
-        with self.unit_of_work() as uow:
+        with self._unit_of_work() as uow:
             session = uow.session
             row = _load(session, name)
             state = state_from_row(row)
