@@ -158,7 +158,7 @@ def _rollback(state: RolloutState, now: datetime, immediate: bool, reason: str) 
 
 def _start(state: RolloutState, now: datetime, reason: str) -> RolloutState:
     # Starting is the person's approval of the first step, even if it asks for one.
-    fresh = replace(state, max_step_reached=0, last_outcomes={}, started_at=now)
+    fresh = replace(state, max_step_reached=0, last_outcomes={}, started_at=now, evidence={})
     return enter_step(fresh, 0, Status.RUNNING, now, reason)
 
 

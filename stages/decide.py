@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from stages.compare import describe as describe_compare
 from stages.decisions import (
     Advance,
     AwaitApproval,
@@ -24,7 +25,7 @@ from stages.decisions import (
     StepBack,
 )
 from stages.durations import format_duration as exact_duration
-from stages.plan import Gate, OnRollback
+from stages.plan import Gate, OnRollback, Step
 from stages.state import ACTIVE_STATUSES, GateMark, GateReading, Outcome, RolloutState, Status
 
 # Levels a `for` window applies to, most severe first. Hold is not among them: a gate
@@ -63,6 +64,11 @@ def due_gates(state: RolloutState, now: datetime) -> tuple[Gate, ...]:
     return tuple(g for g in state.plan.gates_for(state.step) if not is_delayed(state, g, now))
 
 
+def acting(gates: Sequence[Gate]) -> tuple[Gate, ...]:
+    """The gates whose readings decide: ``mode: observe`` ones are read and shown only."""
+    return tuple(g for g in gates if not g.observe_only)
+
+
 def readings_by_gate(
     gates: Sequence[Gate], readings: Sequence[GateReading]
 ) -> dict[str, GateReading | None]:
@@ -88,7 +94,7 @@ def is_ok_evaluation(state: RolloutState, readings: Sequence[GateReading], now: 
     A gate still in its delay has not been read, so the tick does not count; nor does
     a tick of a plan without gates (there is nothing to count).
     """
-    gates = state.plan.gates_for(state.step)
+    gates = acting(state.plan.gates_for(state.step))
     if not gates or any(is_delayed(state, g, now) for g in gates):
         return False
     by_gate = readings_by_gate(gates, readings)
@@ -108,7 +114,7 @@ def ok_evaluations_after(
     """
     if is_ok_evaluation(state, readings, now):
         return state.ok_evaluations + 1
-    by_gate = readings_by_gate(due_gates(state, now), readings)
+    by_gate = readings_by_gate(acting(due_gates(state, now)), readings)
     if any(outcome_of(r) is not Outcome.OK for r in by_gate.values()):
         return 0
     return state.ok_evaluations
@@ -130,10 +136,28 @@ def decide(state: RolloutState, readings: Sequence[GateReading], now: datetime) 
         return Hold("not running")
     verdicts = _verdicts(state, readings, now)
     if state.status is Status.RUNNING:
-        return _decide_running(state, verdicts, readings, now)
-    if state.status is Status.ROLLING_BACK:
-        return _decide_rolling_back(state, verdicts, now)
-    return _decide_waiting(state, verdicts)
+        decision = _decide_running(state, verdicts, readings, now)
+    elif state.status is Status.ROLLING_BACK:
+        decision = _decide_rolling_back(state, verdicts, readings, now)
+    else:
+        decision = _decide_waiting(state, verdicts)
+    return _with_observed(decision, state, readings, now)
+
+
+def _with_observed(
+    decision: Decision, state: RolloutState, readings: Sequence[GateReading], now: datetime
+) -> Decision:
+    """Say what an observe-only gate would have done, where it would have acted."""
+    observed = [g for g in due_gates(state, now) if g.observe_only]
+    by_gate = readings_by_gate(observed, readings)
+    would = [
+        f"{name} would {reading.outcome.value} ({describe(reading)})"
+        for name, reading in by_gate.items()
+        if reading is not None and reading.outcome in _BREACHED
+    ]
+    if not would:
+        return decision
+    return replace(decision, reason=f"{decision.reason}; observe only: {'; '.join(would)}")
 
 
 # --- reading the gates -----------------------------------------------------------------
@@ -142,7 +166,7 @@ def decide(state: RolloutState, readings: Sequence[GateReading], now: datetime) 
 def _verdicts(
     state: RolloutState, readings: Sequence[GateReading], now: datetime
 ) -> tuple[Verdict, ...]:
-    gates = due_gates(state, now)
+    gates = acting(due_gates(state, now))
     by_gate = readings_by_gate(gates, readings)
     return tuple(_verdict(g, by_gate[g.name], state.history.get(g.name, ()), now) for g in gates)
 
@@ -185,6 +209,9 @@ def describe(reading: GateReading | None) -> str:
     """What a gate read, in the words a person checks against the dashboard."""
     if reading is None:
         return "no data"
+    if reading.compare is not None and reading.outcome is not Outcome.ERROR:
+        on_regression = "abort" if reading.outcome is Outcome.ABORT else "rollback"
+        return describe_compare(reading.compare, on_regression)
     if reading.outcome is Outcome.ERROR:
         return f"error: {reading.error or 'unknown error'}"
     if reading.outcome is Outcome.NO_DATA:
@@ -250,7 +277,17 @@ def _step_back(state: RolloutState, reason: str) -> Decision:
         return Pause(f"{reason}; step {state.step + 1} says on_rollback: pause")
     if state.step == 0:
         return RollBack(f"{reason}; at the first step")
+    if state.step == 1 and _reads_nothing_new(state.plan.steps[0]):
+        # Nothing reads the new side there, so nothing could show a recovery: that is
+        # what rolled_back serves anyway.
+        return RollBack(
+            f"{reason}; the first step ({state.plan.steps[0].label()}) serves nobody the new side"
+        )
     return StepBack(state.step - 1, f"{reason}; stepping back to {_step_name(state, -1)}")
+
+
+def _reads_nothing_new(step: Step) -> bool:
+    return step.percent <= 0 and not step.regions
 
 
 def _pauses_on_rollback(state: RolloutState) -> bool:
@@ -267,7 +304,7 @@ def _source_unavailable(state: RolloutState, verdicts: Sequence[Verdict]) -> Pau
 
 def _dwell(state: RolloutState, readings: Sequence[GateReading], now: datetime) -> Decision:
     plan = state.plan
-    gates = plan.gates_for(state.step)
+    gates = acting(plan.gates_for(state.step))
     # hold - elapsed, never start + hold: a plan stored before the limits may hold a
     # duration past what a datetime can reach.
     left = plan.steps[state.step].hold - (now - step_start(state, now))
@@ -312,7 +349,10 @@ def _step_name(state: RolloutState, offset: int) -> str:
 
 
 def _decide_rolling_back(
-    state: RolloutState, verdicts: Sequence[Verdict], now: datetime
+    state: RolloutState,
+    verdicts: Sequence[Verdict],
+    readings: Sequence[GateReading],
+    now: datetime,
 ) -> Decision:
     if aborting := _with(verdicts, Outcome.ABORT):
         return _abort(state, f"abort while rolling back: {_explain(aborting)}")
@@ -326,15 +366,28 @@ def _decide_rolling_back(
         return _step_back(state, f"still breached after observing: {_explain(breached)}")
     if unavailable := _source_unavailable(state, verdicts):
         return unavailable
-    return _recover_or_wait(state, verdicts, now)
+    return _recover_or_wait(state, verdicts, readings, now)
 
 
-def _recover_or_wait(state: RolloutState, verdicts: Sequence[Verdict], now: datetime) -> Decision:
-    # Recovery needs evidence: a gate with no data, or still delayed, has not shown it.
+def _recover_or_wait(
+    state: RolloutState,
+    verdicts: Sequence[Verdict],
+    readings: Sequence[GateReading],
+    now: datetime,
+) -> Decision:
+    # Recovery needs the evidence an advance needs: every gate ok (a gate with no data,
+    # still delayed or at hold has not shown it), min_evaluations times in a row.
     missing = [f"{v.name}: {v.why}" for v in _with(verdicts, Outcome.NO_DATA, Outcome.ERROR)]
-    missing += _delays_left(state, state.plan.gates_for(state.step), now)
+    missing += _delays_left(state, acting(state.plan.gates_for(state.step)), now)
     if missing:
         return Hold(f"observation ended; waiting for gate data: {'; '.join(missing)}")
+    if holding := _with(verdicts, Outcome.HOLD, raw=True):
+        return Hold(f"observation ended; not recovered yet: {_explain(holding)}")
+    oks = ok_evaluations_after(state, readings, now)
+    if verdicts and oks < state.plan.min_evaluations:
+        return Hold(
+            f"observation ended; {oks} of {state.plan.min_evaluations} ok evaluations in a row"
+        )
     return Recover(
         f"recovered at {_step_name(state, 0)} after observing "
         f"{format_duration(state.plan.rollback_observe)}; paused for a person"

@@ -27,6 +27,14 @@ class OnRollback(enum.StrEnum):
     PAUSE = "pause"
 
 
+DEFAULT_FALSE_ROLLBACK_BUDGET = 0.01
+
+
+class GateMode(enum.StrEnum):
+    ENFORCE = "enforce"
+    OBSERVE = "observe"  # read, stored and shown with what it would have done; never acts
+
+
 # Threshold names, in the order they are checked: the worst crossed wins.
 THRESHOLD_NAMES = (
     "abort_above",
@@ -36,6 +44,25 @@ THRESHOLD_NAMES = (
     "hold_above",
     "hold_below",
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """A compare gate: per-side event and exposure counts over the current step
+    (PromQL templates with ``${step_window}``), and the margin the new side may be worse
+    by. ``histogram``/``slower_than`` is the latency form as written; ``events`` and
+    ``exposures`` are then derived from the histogram's buckets."""
+
+    events: str
+    exposures: str
+    worse_by: float
+    on_regression: str = "rollback"  # or "abort"
+    by: str = "variant"  # the label that names the side
+    new: str = "new"  # its value on the new side
+    old: str = "old"
+    srm_tolerance: float = 0.2  # relative: a share off by more than this, and significant
+    histogram: str | None = None
+    slower_than: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +88,12 @@ class Gate:
     sustain: timedelta = timedelta(0)
     delay: timedelta = timedelta(0)
     stages: frozenset[Stage] = frozenset()
+    compare: Comparison | None = None
+    mode: GateMode = GateMode.ENFORCE
+
+    @property
+    def observe_only(self) -> bool:
+        return self.mode is GateMode.OBSERVE
 
     def thresholds(self) -> dict[str, float]:
         """The thresholds that are set, by name, in checking order."""
@@ -111,12 +144,21 @@ class Plan:
     new_variant: str = "on"
     description: str = ""
     labels: tuple[tuple[str, str], ...] = field(default=())
+    # The chance the rollout is ever rolled back by its compare gates while the new side
+    # is not worse than their margins; split evenly across them.
+    false_rollback_budget: float = 0.01  # DEFAULT_FALSE_ROLLBACK_BUDGET
 
     def gates_for(self, step_index: int) -> tuple[Gate, ...]:
         """Every gate that applies while ``step_index`` is the current step."""
         step = self.steps[step_index]
         plan_gates = tuple(g for g in self.gates if g.applies_to(step.stage))
         return plan_gates + step.gates
+
+    def compare_alpha(self) -> float:
+        """Each compare gate's share of ``false_rollback_budget``."""
+        names = {g.name for g in self.gates if g.compare is not None}
+        names |= {g.name for step in self.steps for g in step.gates if g.compare is not None}
+        return self.false_rollback_budget / max(1, len(names))
 
     @property
     def last_step(self) -> int:

@@ -8,7 +8,6 @@ all (``stages.problems``), each with its path (``steps[3].percent``) and, for YA
 
 from __future__ import annotations
 
-import itertools
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -19,7 +18,6 @@ from typing import Any
 from flags.codec import DOT_KEYS, KEY_PATTERN
 from stages.durations import format_duration
 from stages.fields import (
-    at_least,
     boolean,
     choice,
     count,
@@ -27,7 +25,6 @@ from stages.fields import (
     duration_between,
     field,
     known_fields,
-    label,
     labels,
     matching,
     number,
@@ -35,21 +32,28 @@ from stages.fields import (
     region_names,
     required,
     sequence,
-    stage_set,
     text,
 )
+from stages.gatefile import read_gate
 from stages.limits import (
     MAX_GATES,
     MAX_INTERVAL,
     MAX_PLAN_BYTES,
-    MAX_QUERY_CHARS,
     MAX_REGIONS,
     MAX_STEPS,
     MIN_INTERVAL,
 )
-from stages.plan import Gate, OnRollback, Plan, Stage, Step
+from stages.plan import (
+    DEFAULT_FALSE_ROLLBACK_BUDGET,
+    Comparison,
+    Gate,
+    GateMode,
+    OnRollback,
+    Plan,
+    Stage,
+    Step,
+)
 from stages.problems import Path, PlanError, Problem, Report, kind, render
-from stages.query_templates import query_template
 from stages.yamlsource import read_yaml
 
 __all__ = [
@@ -65,14 +69,9 @@ __all__ = [
 _PLAN_FIELDS = (
     *("rollout", "flag", "salt", "description", "interval", "min_evaluations"),
     *("max_gate_errors", "rollback_observe", "variants", "labels", "steps", "gates"),
+    "false_rollback_budget",
 )
 _STEP_FIELDS = ("stage", "percent", "regions", "hold", "approval", "on_rollback", "shadow", "gates")
-_ABOVE = ("hold_above", "rollback_above", "abort_above")
-_BELOW = ("hold_below", "rollback_below", "abort_below")
-_GATE_FIELDS = (
-    *("name", "query", "baseline", "samples", "min_samples"),
-    *(*_ABOVE, *_BELOW, "for", "delay", "stages"),
-)
 _ROLLOUT_NAME = re.compile(r"[a-z0-9][a-z0-9\-_.]{0,62}")
 _PERCENT_STAGES = (Stage.CANARY, Stage.GRADUATED)
 _STAGE_ORDER = list(Stage)
@@ -129,6 +128,8 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
     out["variants"] = {"old": plan.old_variant, "new": plan.new_variant}
     if plan.labels:
         out["labels"] = dict(plan.labels)
+    if plan.false_rollback_budget != DEFAULT_FALSE_ROLLBACK_BUDGET:
+        out["false_rollback_budget"] = plan.false_rollback_budget
     out["steps"] = _steps_to_dicts(plan.steps)
     out["gates"] = [_gate_to_dict(gate) for gate in plan.gates]
     return out
@@ -203,7 +204,18 @@ def _plan(report: Report, data: object) -> Plan | None:
         old_variant=old,
         new_variant=new,
         labels=field(report, fields, (), "labels", labels, ()),
+        false_rollback_budget=field(
+            report, fields, (), "false_rollback_budget", _budget, DEFAULT_FALSE_ROLLBACK_BUDGET
+        ),
     )
+
+
+def _budget(report: Report, path: Path, value: object) -> float | None:
+    budget = number(report, path, value)
+    if budget is not None and not 0 < budget <= 0.2:
+        report.add(path, f"a probability above 0 and at most 0.2, not {budget:g}")
+        return None
+    return budget
 
 
 def _flag_key(report: Report, path: Path, value: object) -> str | None:
@@ -400,65 +412,9 @@ def _shadow_stop(report: Report, draft: _Draft, stopped_at: Path | None) -> Path
 
 def _gates(report: Report, path: Path, value: object) -> list[PathGate]:
     items = [] if value is None else sequence(report, path, value, MAX_GATES, "gates")
-    gates = [((*path, i), _gate(report, (*path, i), item)) for i, item in enumerate(items or [])]
+    where = [(*path, i) for i in range(len(items or []))]
+    gates = [(at, read_gate(report, at, item)) for at, item in zip(where, items or [], strict=True)]
     return [(where, gate) for where, gate in gates if gate is not None]
-
-
-def _gate(report: Report, path: Path, value: object) -> Gate | None:
-    fields = known_fields(report, path, value, _GATE_FIELDS, "a gate")
-    if fields is None:
-        return None
-    name = required(report, fields, path, "name", label)
-    query = required(report, fields, path, "query", _query)
-    if fields.get("min_samples") is not None and fields.get("samples") is None:
-        report.add((*path, "min_samples"), "min_samples needs a samples query to count")
-    gate = Gate(
-        name=name or "",
-        query=query or "",
-        baseline=field(report, fields, path, "baseline", _query, None),
-        samples=field(report, fields, path, "samples", _query, None),
-        min_samples=field(report, fields, path, "min_samples", at_least(0), 0.0),
-        sustain=field(report, fields, path, "for", duration, timedelta(0)),
-        delay=field(report, fields, path, "delay", duration, timedelta(0)),
-        stages=field(report, fields, path, "stages", stage_set, frozenset()),
-        **_thresholds(report, path, fields),
-    )
-    # Without a name it cannot be checked for duplicates; its problem is reported.
-    return gate if name is not None else None
-
-
-def _query(report: Report, path: Path, value: object) -> str | None:
-    # Checked before the template scan, which would otherwise read all of it.
-    if isinstance(value, str) and len(value) > MAX_QUERY_CHARS:
-        message = f"at most {MAX_QUERY_CHARS} characters, not {len(value)}"
-        if report.limit(path, message):
-            return None
-    return query_template(report, path, value)
-
-
-def _thresholds(report: Report, path: Path, fields: Mapping[str, object]) -> dict[str, float]:
-    names = (*_ABOVE, *_BELOW)
-    if all(fields.get(name) is None for name in names):
-        report.add(path, f"a gate needs at least one threshold: {', '.join(names)}")
-    values = {name: field(report, fields, path, name, number, None) for name in names}
-    _check_order(report, path, values, _ABOVE, "at least")
-    _check_order(report, path, values, _BELOW, "at most")
-    return {name: value for name, value in values.items() if value is not None}
-
-
-def _check_order(
-    report: Report,
-    path: Path,
-    values: Mapping[str, float | None],
-    names: Sequence[str],
-    relation: str,
-) -> None:
-    # hold, rollback, abort mark ever worse levels; checking neighbours covers every pair.
-    present = [(name, value) for name in names if (value := values[name]) is not None]
-    for (low, low_value), (high, high_value) in itertools.pairwise(present):
-        wrong = high_value < low_value if relation == "at least" else high_value > low_value
-        if wrong:
-            report.add((*path, high), f"{high} must be {relation} {low} ({low_value:g})")
 
 
 def _check_gate_count(report: Report, plan_gates: int, drafts: list[_Draft]) -> None:
@@ -508,6 +464,8 @@ def _steps_to_dicts(steps: Sequence[Step]) -> list[dict[str, Any]]:
 
 
 def _gate_to_dict(gate: Gate) -> dict[str, Any]:
+    if gate.compare is not None:
+        return _compare_to_dict(gate, gate.compare)
     out: dict[str, Any] = {"name": gate.name, "query": gate.query}
     if gate.baseline is not None:
         out["baseline"] = gate.baseline
@@ -516,9 +474,27 @@ def _gate_to_dict(gate: Gate) -> dict[str, Any]:
         out["min_samples"] = _plain(gate.min_samples)
     out.update({name: _plain(value) for name, value in gate.thresholds().items()})
     out["for"] = format_duration(gate.sustain)
+    return _common_to_dict(gate, out)
+
+
+def _compare_to_dict(gate: Gate, compare: Comparison) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": gate.name, "kind": "compare"}
+    if compare.histogram is not None and compare.slower_than is not None:
+        out.update(histogram=compare.histogram, slower_than=_plain(compare.slower_than))
+    else:
+        out.update(events=compare.events, exposures=compare.exposures)
+    out.update(worse_by=_plain(compare.worse_by), min_samples=_plain(gate.min_samples))
+    out.update(on_regression=compare.on_regression, by=compare.by)
+    out.update(new=compare.new, old=compare.old, srm_tolerance=_plain(compare.srm_tolerance))
+    return _common_to_dict(gate, out)
+
+
+def _common_to_dict(gate: Gate, out: dict[str, Any]) -> dict[str, Any]:
     out["delay"] = format_duration(gate.delay)
     if gate.stages:
         out["stages"] = [stage.value for stage in _STAGE_ORDER if stage in gate.stages]
+    if gate.mode is not GateMode.ENFORCE:
+        out["mode"] = gate.mode.value
     return out
 
 

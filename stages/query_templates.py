@@ -24,6 +24,10 @@ from stages.fields import text
 from stages.problems import Path, Report
 
 NUMERIC_VARIABLES = frozenset({"step", "percent"})
+# Bare durations, for range selectors: ``increase(x[${step_window}])`` counts since the
+# current step began (what a compare gate reads).
+DURATION_VARIABLES = frozenset({"step_window"})
+_DURATION = re.compile(r"[1-9]\d*s")
 
 
 class QueryTemplateError(ValueError):
@@ -98,6 +102,10 @@ def _value_for(placeholder: Placeholder, value: str) -> str:
         if not _NUMBER.fullmatch(value):
             raise QueryTemplateError(f"${{{name}}} stands bare, so it must be a number")
         return value
+    if context is Context.BARE and name in DURATION_VARIABLES:
+        if not _DURATION.fullmatch(value):
+            raise QueryTemplateError(f"${{{name}}} stands bare, so it must be a duration")
+        return value
     raise QueryTemplateError(_misplaced(placeholder))
 
 
@@ -152,7 +160,7 @@ def query_template(report: Report, path: Path, value: object) -> str | None:
 def _allowed(p: Placeholder) -> bool:
     if p.context in (Context.STRING, Context.REGEX):
         return True
-    return p.context is Context.BARE and p.name in NUMERIC_VARIABLES
+    return p.context is Context.BARE and p.name in NUMERIC_VARIABLES | DURATION_VARIABLES
 
 
 def _misplaced(p: Placeholder) -> str:
@@ -257,6 +265,7 @@ def _scan(template: str) -> Iterator[str | Placeholder]:
 
 
 __all__ = [
+    "DURATION_VARIABLES",
     "NUMERIC_VARIABLES",
     "Context",
     "Placeholder",

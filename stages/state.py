@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from stages.compare import CompareStats, Evidence
 from stages.plan import Plan, Stage
 
 
@@ -80,6 +81,7 @@ class GateReading:
     threshold_value: float | None = None
     error: str | None = None
     duration_ms: float = 0.0
+    compare: CompareStats | None = None  # a compare gate's counts, interval and verdict
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +115,9 @@ class RolloutState:
     started_at: datetime | None = None
     # Steps already entered in this run, so the UI can show the path taken.
     max_step_reached: int = 0
+    # Per compare gate: the evidence of earlier steps and the current step's latest,
+    # kept across steps (a step back keeps what the wider step showed); a retry clears it.
+    evidence: Mapping[str, Evidence] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

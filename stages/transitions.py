@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 
+from stages.compare import Evidence
 from stages.decide import decide, due_gates, ok_evaluations_after, outcome_of, readings_by_gate
 from stages.decisions import (
     Advance,
@@ -55,8 +56,15 @@ def record_readings(
     history = dict(state.history)
     errors = dict(state.gate_errors)
     last = dict(state.last_outcomes)
+    evidence = dict(state.evidence)
     for gate in gates:
-        outcome = outcome_of(by_gate[gate.name])
+        reading = by_gate[gate.name]
+        if reading is not None and reading.compare is not None and gate.compare is not None:
+            kept = evidence.get(gate.name)
+            if kept is None or kept.margin != gate.compare.worse_by:
+                kept = Evidence(gate.compare.worse_by)
+            evidence[gate.name] = kept.with_step(reading.compare)
+        outcome = outcome_of(reading)
         marks = (*history.get(gate.name, ()), GateMark(now, outcome))
         history[gate.name] = trim(marks, now - longest_sustain(state.plan, gate.name))
         if outcome.is_missing_data:
@@ -70,6 +78,7 @@ def record_readings(
         gate_errors=errors,
         last_outcomes=last,
         ok_evaluations=ok_evaluations_after(state, readings, now),
+        evidence=evidence,
     )
 
 
@@ -102,6 +111,8 @@ def enter_step(
         history={},
         observe_until=None,
         max_step_reached=max(state.max_step_reached, step),
+        # A new step is a new segment: the split changed, so its counts start afresh.
+        evidence={name: kept.folded() for name, kept in state.evidence.items()},
     )
 
 

@@ -426,19 +426,29 @@ CASES = [
         to_step=0,
     ),
     Case(
-        "healthy after observing recovers",
-        rolling_back(),
+        # Recovery needs the evidence an advance needs: min_evaluations (3) ok in a row.
+        "healthy after observing, with 2 ok before, recovers",
+        replace(rolling_back(), ok_evaluations=2),
         readings(DONE, error_rate=OK),
         DONE,
         Recover,
         "recovered at step 2",
     ),
     Case(
-        "hold after observing still recovers",
+        "one healthy reading after observing is not yet a recovery",
         rolling_back(),
+        readings(DONE, error_rate=OK),
+        DONE,
+        Hold,
+        "1 of 3 ok evaluations in a row",
+    ),
+    Case(
+        "hold after observing is not a recovery",
+        replace(rolling_back(), ok_evaluations=2),
         readings(DONE, error_rate=HOLD),
         DONE,
-        Recover,
+        Hold,
+        "not recovered yet",
     ),
     Case(
         "no data after observing waits",

@@ -1,0 +1,323 @@
+"""Compare gates: is the new side worse than the old by more than a margin?
+
+Users are assigned by hash, so the new side and the old are random groups of the same
+traffic, and the difference of their event rates (errors per request, or requests slower
+than a bound) measures the change itself, whatever the time of day or the load. A compare
+gate reads per-side event and exposure counts over the current step so far and keeps an
+anytime-valid confidence sequence (``stages.sequential``) for
+
+    delta = rate(new) - rate(old)
+
+Outcomes, with ``m`` the gate's ``worse_by``:
+
+- the whole interval above ``m``: a regression beyond the margin -> the gate's
+  ``on_regression`` level (rollback, or abort);
+- the whole interval below ``m``: not worse than the margin -> ok;
+- otherwise undecided -> hold, saying about how many more new-side requests it needs;
+- too few new-side requests this step, or a sample-ratio mismatch (the observed share of
+  exposures is not the step's percent, so the groups are not what the split says and the
+  comparison means nothing) -> hold, never a rollback.
+
+Each step is a segment: its split is its own, so its counts are its own, and it adds its
+inverse-variance weight to the evidence of the steps before it (``Evidence``): after a
+step back the evidence of the wider step is still there. The variance of each segment is
+taken where the null hypothesis is tight (rates ``p`` and ``p + m``), so a side with no
+events yet is not read as certain.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, replace
+
+from stages import sequential
+from stages.plan import Comparison
+
+# Below this many events in both sides together the normal approximation under the
+# interval is poor: such a step does not decide on its own (see tests/unit/test_compare).
+MIN_EVENTS = 5
+# The sample-ratio check: a mismatch must be significant and large enough to matter.
+SRM_P = 0.001
+# The worse rates the exact regression test mixes over: reference + k * margin.
+_REGRESSION_GRID = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+
+
+class Verdict(enum.StrEnum):
+    REGRESSION = "regression"
+    NOT_WORSE = "not_worse"
+    UNDECIDED = "undecided"
+    WAITING = "waiting"  # too little traffic this step
+    ASSIGNMENT = "assignment_unhealthy"  # sample-ratio mismatch
+
+
+@dataclass(frozen=True, slots=True)
+class Side:
+    events: float
+    exposures: float
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.exposures if self.exposures > 0 else math.nan
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """A compare gate's evidence: what finished steps contributed (``weighted``,
+    ``information``) and the current step's latest contribution, folded in when the
+    step changes. ``margin`` is the one it was gathered for: weights depend on it."""
+
+    margin: float
+    weighted: float = 0.0
+    information: float = 0.0
+    log_e: float = 0.0  # the exact regression test's log e-value, product over steps
+    segments: int = 0
+    step_weighted: float = 0.0
+    step_information: float = 0.0
+    step_log_e: float = 0.0
+
+    def with_step(self, stats: CompareStats) -> Evidence:
+        return replace(
+            self,
+            step_weighted=stats.step_weighted,
+            step_information=stats.step_information,
+            step_log_e=stats.step_log_e,
+        )
+
+    def folded(self) -> Evidence:
+        """The current step ends: its contribution joins the finished ones."""
+        if self.step_information <= 0:
+            return replace(self, step_weighted=0.0, step_information=0.0, step_log_e=0.0)
+        return Evidence(
+            margin=self.margin,
+            weighted=self.weighted + self.step_weighted,
+            information=self.information + self.step_information,
+            log_e=self.log_e + self.step_log_e,
+            segments=self.segments + 1,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CompareStats:
+    """Everything a person needs to check a compare reading by hand."""
+
+    verdict: Verdict
+    new: Side  # this step
+    old: Side
+    margin: float
+    alpha: float  # this gate's share of the rollout's false-rollback budget
+    estimate: float | None  # delta over every step so far
+    low: float | None  # the anytime-valid interval for delta
+    high: float | None
+    statistic: float | None  # z of (estimate - margin)
+    needed: float | None  # about how many more new-side requests decide, if it stays
+    share: float | None  # observed new share of exposures this step
+    expected_share: float | None  # the step's percent, where it means a share
+    srm_p: float | None
+    step_weighted: float = 0.0
+    step_information: float = 0.0
+    step_log_e: float = 0.0
+    log_e: float = 0.0  # the exact regression test, every step so far
+    segments: int = 0  # earlier steps whose evidence is included
+    min_samples: float = 0.0
+
+
+def evaluate(
+    spec: Comparison,
+    new: Side,
+    old: Side,
+    carried: Evidence | None,
+    *,
+    alpha: float,
+    min_samples: float,
+    expected_share: float | None,
+) -> CompareStats:
+    """The reading of one compare gate from this step's counts and earlier evidence."""
+    margin = spec.worse_by
+    prior = carried if carried is not None and carried.margin == margin else Evidence(margin)
+    share, srm_p = _sample_ratio(new, old, expected_share)
+    base = CompareStats(
+        Verdict.WAITING, new, old, margin, alpha, None, None, None, None, None,
+        share, expected_share, srm_p, segments=prior.segments, min_samples=min_samples,
+    )  # fmt: skip
+    if _mismatch(share, srm_p, expected_share, spec.srm_tolerance):
+        return _decided_by(base, prior, alpha, Verdict.ASSIGNMENT)
+    if new.exposures < max(min_samples, 1) or old.exposures <= 0:
+        return _decided_by(base, prior, alpha, Verdict.WAITING)
+    weight = _segment_information(new, old, margin)
+    if weight <= 0 or new.events + old.events < MIN_EVENTS:
+        return _decided_by(base, prior, alpha, Verdict.WAITING)
+    estimate = new.rate - old.rate
+    log_e = log_e_regression(new, old.rate + margin, _scale(margin))
+    step = replace(base, step_weighted=weight * estimate, step_information=weight, step_log_e=log_e)
+    return _decided_by(step, prior, alpha, None)
+
+
+def _decided_by(
+    stats: CompareStats, prior: Evidence, alpha: float, unless: Verdict | None
+) -> CompareStats:
+    """Pool this step's contribution with the earlier steps' and read the interval.
+    ``unless`` (waiting, assignment) wins over an undecided pooled interval."""
+    weighted = prior.weighted + stats.step_weighted
+    information = prior.information + stats.step_information
+    if information <= 0:
+        return replace(stats, verdict=unless or Verdict.WAITING)
+    margin = stats.margin
+    scales = sequential.taus(_scale(margin))
+    interval = sequential.confidence_sequence(weighted, information, alpha, scales)
+    center = weighted / information
+    log_e = prior.log_e + stats.step_log_e
+    if unless is Verdict.ASSIGNMENT:
+        verdict = Verdict.ASSIGNMENT  # the groups are not what the split says: no verdict
+    elif interval.low > margin and log_e >= math.log(1 / alpha):
+        verdict = Verdict.REGRESSION
+    elif interval.high < margin and unless is None:
+        verdict = Verdict.NOT_WORSE  # never from earlier steps alone: this step must show it
+    else:
+        verdict = unless or Verdict.UNDECIDED
+    return replace(
+        stats,
+        verdict=verdict,
+        estimate=center,
+        low=interval.low,
+        high=interval.high,
+        statistic=(center - margin) * math.sqrt(information),
+        log_e=log_e,
+        needed=(
+            _needed(stats, center, information, alpha, scales)
+            if verdict is Verdict.UNDECIDED
+            else None
+        ),
+    )
+
+
+def log_e_regression(new: Side, reference: float, scale: float) -> float:
+    """The log e-value against "the new side's rate is at most ``reference``" (the old
+    side's rate plus the margin), exact for independent requests however few: the mean
+    over a grid of worse rates of the binomial likelihood ratio. Each term is a test
+    martingale in the requests while the rate is at most ``reference``, so the mean is
+    one too and Ville's inequality bounds the chance it ever reaches ``1/alpha``.
+
+    The normal interval alone is too eager on a few events: a Poisson tail is heavier
+    than a normal one (measured in tests/unit/test_compare.py), so a regression needs
+    both this and the interval."""
+    n, x = new.exposures, min(new.events, new.exposures)
+    if n <= 0:
+        return 0.0
+    r = min(max(reference, 0.5 / n), 1 - 1e-12)
+    terms = []
+    for k in _REGRESSION_GRID:
+        worse = r + k * scale
+        if worse >= 1:
+            break
+        terms.append(x * math.log(worse / r) + (n - x) * math.log((1 - worse) / (1 - r)))
+    if not terms:
+        return 0.0
+    top = max(terms)
+    return top + math.log(sum(math.exp(t - top) for t in terms) / len(_REGRESSION_GRID))
+
+
+def _needed(
+    stats: CompareStats,
+    center: float,
+    information: float,
+    alpha: float,
+    scales: tuple[float, ...],
+) -> float | None:
+    total = sequential.information_needed(abs(center - stats.margin), information, alpha, scales)
+    per_request = (
+        stats.step_information / stats.new.exposures
+        if stats.step_information > 0 and stats.new.exposures > 0
+        else None
+    )
+    if total is None or per_request is None:
+        return None
+    return max(0.0, math.ceil((total - information) / per_request))
+
+
+def _segment_information(new: Side, old: Side, margin: float) -> float:
+    """1 / variance of ``rate(new) - rate(old)``, at the rates where the null is tight:
+    ``p`` on the old side and ``p + margin`` on the new, ``p`` fitted to both sides."""
+    total = new.exposures + old.exposures
+    floor = 0.5 / total  # half an event: never a variance of exactly 0
+    p_old = (old.events + new.events - new.exposures * margin) / total
+    p_old = min(max(p_old, floor), 1 - margin - floor) if margin < 1 else floor
+    p_new = min(max(p_old + margin, floor), 1 - floor)
+    variance = p_new * (1 - p_new) / new.exposures + p_old * (1 - p_old) / old.exposures
+    return 1 / variance if variance > 0 else 0.0
+
+
+def _scale(margin: float) -> float:
+    # The effect of interest: the margin, or a tenth of a point for a margin of 0.
+    return margin if margin > 0 else 0.001
+
+
+def _sample_ratio(
+    new: Side, old: Side, expected: float | None
+) -> tuple[float | None, float | None]:
+    total = new.exposures + old.exposures
+    if total <= 0:
+        return None, None
+    share = new.exposures / total
+    if expected is None or not 0 < expected < 1:
+        return share, None
+    p = sequential.chi_square_p(
+        (new.exposures, old.exposures), (expected * total, (1 - expected) * total)
+    )
+    return share, p
+
+
+def _mismatch(
+    share: float | None, p: float | None, expected: float | None, tolerance: float
+) -> bool:
+    if share is None or p is None or expected is None:
+        return False
+    return p < SRM_P and abs(share - expected) > tolerance * expected
+
+
+def describe(stats: CompareStats, on_regression: str) -> str:
+    """One sentence: ``new 0.42 % vs old 0.18 % errors, +0.24 pp (interval +0.05..+0.43)
+    > 0.10 pp -> rollback; 1,212 vs 23,900 requests``."""
+    counts = f"{_count(stats.new.exposures)} vs {_count(stats.old.exposures)} requests"
+    rates = f"new {_percent(stats.new.rate)} vs old {_percent(stats.old.rate)}"
+    if stats.verdict is Verdict.ASSIGNMENT:
+        expected = _percent(stats.expected_share or 0)
+        return (
+            f"assignment unhealthy: the new side has {_percent(stats.share or 0)} of "
+            f"exposures, the step serves {expected} (p={stats.srm_p:.1g}); no verdict; {counts}"
+        )
+    if stats.estimate is None or stats.low is None or stats.high is None:
+        return (
+            f"waiting for traffic: {_count(stats.new.exposures)} of "
+            f"{_count(max(stats.min_samples, 1))} new-side requests this step"
+        )
+    interval = (
+        f"{_points(stats.estimate)} pp (interval {_points(stats.low)}..{_points(stats.high)})"
+    )
+    margin = f"{abs(stats.margin) * 100:.2f} pp"
+    match stats.verdict:
+        case Verdict.REGRESSION:
+            tail = f"> {margin} -> {on_regression}"
+        case Verdict.NOT_WORSE:
+            tail = f"< {margin} -> ok"
+        case Verdict.WAITING:
+            tail = f"undecided; waiting for traffic this step ({_count(stats.new.exposures)} of "
+            tail += f"{_count(max(stats.min_samples, 1))} new-side requests)"
+        case _:
+            more = f"about {_count(stats.needed)} more" if stats.needed is not None else "more"
+            tail = f"includes {margin} -> hold, needs {more} new-side requests"
+    return f"{rates}, {interval} {tail}; {counts}"
+
+
+def _percent(rate: float) -> str:
+    return "n/a" if math.isnan(rate) else f"{rate * 100:.2f} %"
+
+
+def _points(delta: float) -> str:
+    if math.isinf(delta):
+        return "-inf" if delta < 0 else "+inf"
+    return f"{delta * 100:+.2f}"
+
+
+def _count(number: float) -> str:
+    return f"{number:,.0f}"
