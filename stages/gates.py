@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import datetime
 
-from stages.plan import Gate
-from stages.state import Outcome
+from stages import compare
+from stages.compare import Side
+from stages.plan import Gate, Stage, Step
+from stages.state import GateReading, Outcome, RolloutState
 
 _OUTCOME_BY_PREFIX = {
     "abort": Outcome.ABORT,
@@ -103,3 +106,64 @@ def _crossed(name: str, compared: float, threshold: float) -> bool:
 
 def _number(x: float) -> str:
     return f"{x:.4g}"
+
+
+def compare_reading(
+    gate: Gate,
+    new: Side,
+    old: Side,
+    state: RolloutState,
+    at: datetime,
+    *,
+    query: str = "",
+    duration_ms: float = 0.0,
+) -> GateReading:
+    """One reading of a compare gate from per-side counts over the current step: the
+    verdict of ``stages.compare`` with the evidence the state keeps from earlier steps.
+    The shell (and the decision benchmark) fetch the counts; this says what they mean."""
+    assert gate.compare is not None, "a compare gate"
+    spec = gate.compare
+    step = state.plan.steps[state.step]
+    stats = compare.evaluate(
+        spec,
+        new,
+        old,
+        state.evidence.get(gate.name),
+        alpha=state.plan.compare_alpha(),
+        min_samples=gate.min_samples,
+        expected_share=expected_share(step),
+    )
+    outcome = _COMPARE_OUTCOMES[stats.verdict]
+    if outcome is Outcome.ROLLBACK and spec.on_regression == "abort":
+        outcome = Outcome.ABORT
+    return GateReading(
+        gate=gate.name,
+        outcome=outcome,
+        at=at,
+        query=query,
+        value=None if math.isnan(new.rate) else new.rate,
+        baseline=None if math.isnan(old.rate) else old.rate,
+        samples=new.exposures,
+        threshold="worse_by" if outcome.severity >= Outcome.ROLLBACK.severity else None,
+        threshold_value=spec.worse_by,
+        duration_ms=duration_ms,
+        compare=stats,
+    )
+
+
+def expected_share(step: Step) -> float | None:
+    """The new side's expected share of exposures, where the split says it: canary and
+    graduated steps. A regional step adds whole regions, whose share nobody knows here."""
+    if step.stage not in (Stage.CANARY, Stage.GRADUATED) or step.regions:
+        return None
+    share = step.percent / 100
+    return share if 0 < share < 1 else None
+
+
+_COMPARE_OUTCOMES = {
+    compare.Verdict.REGRESSION: Outcome.ROLLBACK,
+    compare.Verdict.NOT_WORSE: Outcome.OK,
+    compare.Verdict.UNDECIDED: Outcome.HOLD,
+    compare.Verdict.WAITING: Outcome.HOLD,
+    compare.Verdict.ASSIGNMENT: Outcome.HOLD,
+}
