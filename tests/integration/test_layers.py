@@ -13,6 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 PURE_EVALUATION = "The evaluation core does no network, file, thread or clock work"
+NO_SESSIONS = "API and UI open no sessions: nothing from storage, SQLAlchemy or SQLModel"
 
 
 def lint_imports(tree: Path) -> subprocess.CompletedProcess[str]:
@@ -60,6 +61,19 @@ def test_a_route_reading_tables_directly_is_refused(tmp_path: Path) -> None:
     result = lint_imports(tree)
     assert result.returncode != 0
     assert "controller.api.flags -> controller.storage.tables" in result.stdout
+
+
+def test_a_route_opening_its_own_session_is_refused(tmp_path: Path) -> None:
+    tree = copy_of_the_tree(tmp_path)
+    with (tree / "controller" / "api" / "rollouts.py").open("a") as module:
+        module.write("\nfrom controller.storage.store import Store  # noqa: F401\n")
+    with (tree / "controller" / "ui" / "routes.py").open("a") as module:
+        module.write("\nfrom sqlmodel import Session  # noqa: F401\n")
+    result = lint_imports(tree)
+    assert result.returncode != 0
+    assert f"{NO_SESSIONS} BROKEN" in result.stdout
+    assert "controller.api.rollouts -> controller.storage.store" in result.stdout
+    assert "controller.ui.routes -> sqlmodel" in result.stdout
 
 
 def test_an_evaluation_module_opening_a_socket_is_refused(tmp_path: Path) -> None:
