@@ -1,43 +1,56 @@
-"""What ``rollout serve`` logs at each level: APScheduler's per-run lines only on debug."""
+"""What ``rollout serve`` logs at each level. Seen from a fresh process: under pytest the
+root logger already has handlers, so ``logging.basicConfig`` would change nothing here."""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
+import re
+import subprocess
+import sys
 
 import pytest
 
-from controller.logs import _QUIET_AT_INFO, configure_logging
-
-EXECUTOR = logging.getLogger("apscheduler.executors.default")
-
-
-@pytest.fixture(autouse=True)
-def restore_levels() -> Iterator[None]:
-    saved = {n: logging.getLogger(n).level for n in _QUIET_AT_INFO}
-    yield
-    for name, level in saved.items():
-        logging.getLogger(name).setLevel(level)
-
-
-@pytest.mark.parametrize("level", ["info", "INFO", "warning"])
-def test_at_info_and_above_a_job_run_is_not_logged_but_a_missed_run_is(level: str) -> None:
-    logging.getLogger("apscheduler.executors").setLevel(logging.NOTSET)
-    configure_logging(level)
-    # Set on the logger itself, so it holds whatever the root logger's level is.
-    assert logging.getLogger("apscheduler.executors").level == logging.WARNING
-    assert not EXECUTOR.isEnabledFor(logging.INFO)
-    assert EXECUTOR.isEnabledFor(logging.WARNING)
-    assert not logging.getLogger("apscheduler.scheduler").isEnabledFor(logging.INFO)
+TIMESTAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}"
+SERVE = """
+import logging, sys
+from controller.logs import configure_logging
+configure_logging(sys.argv[1])
+log = logging.getLogger("controller.jobs.scheduler")
+log.debug("pass took 3 ms")
+log.info("rollout checkout: Advance: gates healthy")
+log.warning("rollout checkout: gate read failed")
+"""
 
 
-def test_debug_brings_the_scheduler_lines_back() -> None:
-    configure_logging("info")
-    configure_logging("debug")
-    assert logging.getLogger("apscheduler.executors").level == logging.NOTSET
-    assert logging.getLogger("apscheduler.scheduler").level == logging.NOTSET
+def serve_log(level: str) -> list[str]:
+    result = subprocess.run(
+        [sys.executable, "-c", SERVE, level],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return result.stderr.splitlines()
 
 
-def test_the_controller_own_lines_stay_at_info() -> None:
-    configure_logging("info")
-    assert logging.getLogger("controller.jobs.scheduler").level == logging.NOTSET
+def line(level: str, message: str) -> str:
+    return f"{TIMESTAMP} {level} " + re.escape(f"controller.jobs.scheduler: {message}")
+
+
+@pytest.mark.parametrize("level", ["info", "INFO"])
+def test_at_info_a_decision_and_a_warning_are_logged_and_debug_is_not(level: str) -> None:
+    lines = serve_log(level)
+    assert len(lines) == 2, lines
+    assert re.fullmatch(line("INFO", "rollout checkout: Advance: gates healthy"), lines[0])
+    assert re.fullmatch(line("WARNING", "rollout checkout: gate read failed"), lines[1])
+
+
+def test_debug_brings_the_debug_lines_back() -> None:
+    lines = serve_log("debug")
+    assert len(lines) == 3, lines
+    assert re.fullmatch(line("DEBUG", "pass took 3 ms"), lines[0])
+
+
+def test_warning_keeps_only_the_warning() -> None:
+    lines = serve_log("warning")
+    assert len(lines) == 1, lines
+    assert re.fullmatch(line("WARNING", "rollout checkout: gate read failed"), lines[0])
