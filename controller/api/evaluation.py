@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request, Response
 
+from controller.api.answers import ErrorAnswer, EvaluationAnswer, SnapshotAnswer, errors
 from controller.runtime import Evaluator, RuntimeDep
 from flags.codec import snapshot_to_dict
 from flags.model import ErrorCode, Evaluation, EvaluationContext, Reason
@@ -194,11 +195,20 @@ def native_context_error(exc: ContextError) -> bytes:
     )
 
 
+# Documentation only: these routes write their bytes themselves (``flags.wire``, the same
+# as the fast path), so a response model would not check them; test_openapi_answers does.
+_NATIVE_ANSWERS: dict[int | str, dict[str, Any]] = {
+    200: {"model": EvaluationAnswer},
+    404: {"model": EvaluationAnswer, "description": "FLAG_NOT_FOUND"},
+    **errors(401, 403),
+}
+
+
 def _json(status: int, body: bytes, headers: dict[str, str] | None = None) -> Response:
     return Response(body, status_code=status, headers=headers, media_type="application/json")
 
 
-@router.get("/api/v1/evaluate/{key}")
+@router.get("/api/v1/evaluate/{key}", responses=_NATIVE_ANSWERS)
 def evaluate_get(key: str, request: Request, runtime: RuntimeDep, _who: Evaluator) -> Response:
     """Evaluate for ``?targetingKey=K``; every other query parameter is an attribute."""
     context = context_from_query(request.scope["query_string"])
@@ -207,7 +217,13 @@ def evaluate_get(key: str, request: Request, runtime: RuntimeDep, _who: Evaluato
     return _json(*native_answer(evaluation))
 
 
-@router.post("/api/v1/evaluate/{key}")
+@router.post(
+    "/api/v1/evaluate/{key}",
+    responses={
+        **_NATIVE_ANSWERS,
+        400: {"model": ErrorAnswer, "description": "not a JSON object, or a bad context"},
+    },
+)
 async def evaluate_post(
     key: str, request: Request, runtime: RuntimeDep, _who: Evaluator
 ) -> Response:
@@ -221,7 +237,14 @@ async def evaluate_post(
     return _json(*native_answer(evaluation))
 
 
-@router.get("/api/v1/snapshot")
+@router.get(
+    "/api/v1/snapshot",
+    responses={
+        200: {"model": SnapshotAnswer},
+        304: {"description": "If-None-Match holds the current ETag"},
+        **errors(401, 403),
+    },
+)
 def snapshot(request: Request, runtime: RuntimeDep, _who: Evaluator) -> Response:
     """Every flag with its rollout overlay, for SDKs that evaluate locally."""
     current = runtime.snapshots.current

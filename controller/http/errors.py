@@ -15,6 +15,7 @@ from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from controller.api.answers import ErrorAnswer
 from controller.auth import Permission, require
 from controller.errors import (
     Busy,
@@ -175,23 +176,10 @@ async def _database_down(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-# What every 4xx body is; FastAPI would document its own ``{"detail": [...]}`` instead.
-ERROR_SCHEMA: dict[str, Any] = {
-    "title": "Error",
-    "type": "object",
-    "required": ["error", "message"],
-    "properties": {
-        "error": {"type": "string", "description": "a code: invalid, not_found, ..."},
-        "message": {"type": "string"},
-        "problems": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
-            },
-        },
-    },
-}
+# FastAPI documents a 422 it adds itself (to a route with parameters and no 422 of its
+# own) as its ``{"detail": [...]}``; the body this module writes is an ErrorAnswer.
+_FASTAPI_422 = "HTTPValidationError"
+_REF = "#/components/schemas/{model}"
 
 
 def _document_errors(app: FastAPI) -> None:
@@ -201,12 +189,28 @@ def _document_errors(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         schema = generate()  # FastAPI builds it once and keeps it: this edits that copy
         schemas = schema.get("components", {}).get("schemas", {})
-        if "HTTPValidationError" in schemas:
-            schemas["HTTPValidationError"] = ERROR_SCHEMA
-            schemas.pop("ValidationError", None)
+        if schemas.pop(_FASTAPI_422, None) is None:
+            return schema
+        schemas.pop("ValidationError", None)
+        for body in _response_schemas(schema):
+            if body.get("$ref") == _REF.format(model=_FASTAPI_422):
+                body["$ref"] = _REF.format(model=ErrorAnswer.__name__)
+        if ErrorAnswer.__name__ not in schemas:  # no route names it: add it
+            error = ErrorAnswer.model_json_schema(ref_template=_REF)
+            schemas.update(error.pop("$defs", {}))
+            schemas[ErrorAnswer.__name__] = error
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _response_schemas(document: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            for response in operation.get("responses", {}).values():
+                for content in response.get("content", {}).values():
+                    if isinstance(content.get("schema"), dict):
+                        yield content["schema"]
 
 
 def install(app: FastAPI) -> None:

@@ -25,7 +25,6 @@ import uvicorn
 
 from controller.api.evaluation import (
     body_object,
-    bulk_answer,
     context_from_json,
     context_from_query,
     native_answer,
@@ -34,6 +33,7 @@ from controller.api.evaluation import (
 from flags.codec import snapshot_from_dict
 from flags.model import Evaluation, Reason
 from flags.snapshot import Snapshot
+from flags.wire import bulk_answer
 
 NATIVE = "/api/v1/evaluate/"
 OFREP_BULK = "/ofrep/v1/evaluate/flags"
