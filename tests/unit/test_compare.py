@@ -1,0 +1,261 @@
+"""The compare gate's statistics: its error rate under repeated looks stays within its
+budget, it has power on known cases, and its verdicts say what they saw.
+
+The error-rate tests are seeded Monte Carlo loops: each run draws requests look by look
+(binomial errors per side, hash-like split) and reads the gate at *every* look, as the
+controller does each interval; a run counts as a false rollback if any look says
+regression. Budgets are set high (5 %) so a few hundred runs can measure them; the same
+loop with a repeated fixed-horizon z-test shows what the anytime-valid test prevents.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from stages import sequential
+from stages.compare import Evidence, Side, Verdict, describe, evaluate
+from stages.plan import Comparison
+
+ALPHA = 0.05
+SPEC = Comparison(events="e", exposures="x", worse_by=0.001)
+
+
+@dataclass(frozen=True)
+class Traffic:
+    p_old: float
+    delta: float  # p_new - p_old
+    share: float  # the new side's share of requests
+    per_look: float  # requests per look, both sides
+    looks: int
+
+
+def _draw(traffic: Traffic, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    n_new = rng.poisson(traffic.per_look * traffic.share, traffic.looks)
+    n_old = rng.poisson(traffic.per_look * (1 - traffic.share), traffic.looks)
+    x_new = rng.binomial(n_new, traffic.p_old + traffic.delta)
+    x_old = rng.binomial(n_old, traffic.p_old)
+    return tuple(np.cumsum(a) for a in (n_new, x_new, n_old, x_old))
+
+
+def first_verdicts(traffic: Traffic, runs: int, seed: int, spec: Comparison = SPEC) -> dict:
+    """Per run, the first decided verdict over repeated looks (or none)."""
+    rng = np.random.default_rng(seed)
+    out = {Verdict.REGRESSION: 0, Verdict.NOT_WORSE: 0, "looks": []}
+    for _ in range(runs):
+        n_new, x_new, n_old, x_old = _draw(traffic, rng)
+        for k in range(traffic.looks):
+            stats = evaluate(
+                spec,
+                Side(float(x_new[k]), float(n_new[k])),
+                Side(float(x_old[k]), float(n_old[k])),
+                None,
+                alpha=ALPHA,
+                min_samples=0,
+                expected_share=traffic.share,
+            )
+            if stats.verdict in (Verdict.REGRESSION, Verdict.NOT_WORSE):
+                out[stats.verdict] += 1
+                out["looks"].append(k + 1)
+                break
+    return out
+
+
+def naive_z_rollbacks(traffic: Traffic, runs: int, seed: int) -> int:
+    """The mistake the issue measured: a one-sided 95 % z-test of delta > margin at
+    every look. Same traffic, same looks."""
+    rng = np.random.default_rng(seed)
+    rolled = 0
+    for _ in range(runs):
+        n_new, x_new, n_old, x_old = _draw(traffic, rng)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            p1, p0 = x_new / n_new, x_old / n_old
+            se = np.sqrt(p1 * (1 - p1) / n_new + p0 * (1 - p0) / n_old)
+            z = (p1 - p0 - SPEC.worse_by) / se
+        rolled += bool(np.any(np.nan_to_num(z, nan=0.0, posinf=0.0) > 1.645))
+    return rolled
+
+
+def _upper(rate: float, runs: int) -> float:
+    # What a true rate of ``rate`` can show in ``runs`` runs, 3 standard errors up.
+    return rate + 3 * math.sqrt(rate * (1 - rate) / runs)
+
+
+# The null at its edge: the new side is worse by exactly the margin.
+NULL_CASES = {
+    "1 % canary, 0.5 % errors, few events": Traffic(0.005, 0.001, 0.01, 100, 400),
+    "5 % canary, 2 % errors": Traffic(0.02, 0.001, 0.05, 300, 250),
+    "25 %, 0.5 % errors": Traffic(0.005, 0.001, 0.25, 600, 200),
+    "50 %, 5 % errors, many events": Traffic(0.05, 0.001, 0.5, 2000, 150),
+}
+
+
+@pytest.mark.parametrize("traffic", NULL_CASES.values(), ids=NULL_CASES.keys())
+def test_under_repeated_looks_false_rollbacks_stay_within_the_budget(traffic: Traffic) -> None:
+    runs = 250
+    found = first_verdicts(traffic, runs, seed=7)
+    assert found[Verdict.REGRESSION] / runs <= _upper(ALPHA, runs), found
+
+
+def test_a_repeated_fixed_horizon_test_on_the_same_traffic_breaks_its_level() -> None:
+    # The control: the loop above can see a broken test. The new side worse by exactly
+    # the margin (not beyond it), looked at 400 times: a one-sided 5 % z-test "rolls
+    # back" far more than 5 % of the runs.
+    traffic = Traffic(0.02, 0.001, 0.05, 200, 400)
+    runs = 200
+    naive = naive_z_rollbacks(traffic, runs, seed=3) / runs
+    ours = first_verdicts(traffic, runs, seed=3)[Verdict.REGRESSION] / runs
+    assert naive > 3 * ALPHA, naive
+    assert ours <= _upper(ALPHA, runs)
+
+
+def test_a_healthy_canary_is_never_rolled_back_and_is_shown_not_worse() -> None:
+    traffic = Traffic(0.005, 0.0, 0.25, 4000, 300)
+    runs = 100
+    found = first_verdicts(traffic, runs, seed=11)
+    assert found[Verdict.REGRESSION] == 0
+    assert found[Verdict.NOT_WORSE] >= 0.95 * runs
+
+
+@pytest.mark.parametrize(
+    ("traffic", "within"),
+    [
+        # +5 pp at 1 %: a few hundred new-side requests decide it.
+        (Traffic(0.005, 0.05, 0.01, 3000, 200), 60),
+        # +1 pp at 5 %.
+        (Traffic(0.005, 0.01, 0.05, 3000, 300), 150),
+        # +0.2 pp at 25 %, twice the margin: needs many requests, but gets there.
+        (Traffic(0.005, 0.002, 0.25, 20000, 300), 300),
+    ],
+    ids=["+5pp at 1%", "+1pp at 5%", "+0.2pp at 25%"],
+)
+def test_power_regressions_beyond_the_margin_are_caught(traffic: Traffic, within: int) -> None:
+    runs = 60
+    found = first_verdicts(traffic, runs, seed=5)
+    assert found[Verdict.REGRESSION] >= 0.95 * runs, found
+    assert float(np.median(found["looks"])) <= within
+
+
+def _stats(new: Side, old: Side, carried: Evidence | None = None, **kw: object):
+    args = {"alpha": 0.01, "min_samples": 0.0, "expected_share": 0.05}
+    args.update(kw)
+    return evaluate(SPEC, new, old, carried, **args)  # type: ignore[arg-type]
+
+
+def test_below_the_minimum_sample_it_waits_and_says_how_far_it_is() -> None:
+    stats = _stats(Side(9, 120), Side(20, 2280), min_samples=500)
+    assert stats.verdict is Verdict.WAITING
+    assert describe(stats, "rollback") == (
+        "waiting for traffic: 120 of 500 new-side requests this step"
+    )
+
+
+def test_undecided_holds_and_says_how_many_more_requests_it_needs() -> None:
+    stats = _stats(Side(30, 5000), Side(540, 95000))
+    assert stats.verdict is Verdict.UNDECIDED
+    assert stats.needed is not None and stats.needed > 0
+    text = describe(stats, "rollback")
+    assert text.startswith("new 0.60 % vs old 0.57 %, +0.03 pp (interval ")
+    assert f"needs about {stats.needed:,.0f} more new-side requests" in text
+
+
+def test_a_regression_reads_as_one_sentence_with_counts_interval_and_action() -> None:
+    stats = _stats(Side(51, 1212), Side(43, 23900))
+    assert stats.verdict is Verdict.REGRESSION
+    assert stats.low is not None and stats.low > SPEC.worse_by
+    text = describe(stats, "rollback")
+    assert text.startswith("new 4.21 % vs old 0.18 %, +4.03 pp (interval +")
+    assert text.endswith("> 0.10 pp -> rollback; 1,212 vs 23,900 requests")
+
+
+def test_a_skewed_split_holds_as_assignment_unhealthy_and_never_rolls_back() -> None:
+    # The step serves 5 %, but the new side has 20 % of exposures, and looks terrible:
+    # the groups are not what the split says, so the comparison means nothing.
+    stats = _stats(Side(800, 20000), Side(400, 80000))
+    assert stats.verdict is Verdict.ASSIGNMENT
+    assert describe(stats, "rollback").startswith(
+        "assignment unhealthy: the new side has 20.00 % of exposures, the step serves 5.00 %"
+    )
+
+
+def test_a_share_within_tolerance_is_not_a_mismatch() -> None:
+    # 5.5 % against 5 %: significant with this much traffic, but within 20 % of it.
+    stats = _stats(Side(110, 55000), Side(1890, 945000))
+    assert stats.verdict is not Verdict.ASSIGNMENT
+
+
+def test_evidence_from_a_wider_step_is_kept_after_a_step_back() -> None:
+    wide = _stats(Side(60, 1000), Side(50, 9000), expected_share=0.1)
+    assert wide.verdict is Verdict.REGRESSION
+    kept = Evidence(SPEC.worse_by).with_step(wide).folded()
+    # At the narrower step nothing was read yet: the regression still stands.
+    narrow = _stats(Side(0, 0), Side(0, 0), kept)
+    assert narrow.verdict is Verdict.REGRESSION
+    assert narrow.segments == 1
+
+
+def test_earlier_evidence_alone_never_says_not_worse() -> None:
+    wide = _stats(Side(50, 100000), Side(500, 900000), expected_share=0.1)
+    assert wide.verdict is Verdict.NOT_WORSE
+    kept = Evidence(SPEC.worse_by).with_step(wide).folded()
+    assert _stats(Side(0, 10), Side(0, 190), kept).verdict is Verdict.WAITING
+
+
+def test_evidence_for_another_margin_is_not_reused() -> None:
+    wide = _stats(Side(60, 1000), Side(50, 9000), expected_share=0.1)
+    kept = Evidence(0.05).with_step(wide).folded()
+    assert _stats(Side(0, 0), Side(0, 0), kept).verdict is Verdict.WAITING
+
+
+def test_no_events_on_either_side_is_not_certainty() -> None:
+    # Zero errors on both sides of a small sample: too few events to decide anything.
+    assert _stats(Side(0, 400), Side(0, 7600)).verdict is Verdict.WAITING
+
+
+# --- the confidence sequence itself ----------------------------------------------------
+
+
+def test_the_boundary_is_where_the_mixture_reaches_one_over_alpha() -> None:
+    scales = sequential.taus(0.001)
+    for information in (1e2, 1e4, 1e6, 1e8):
+        b = sequential.boundary(information, 0.01, scales)
+        assert sequential.log_mixture(b, information, scales) == pytest.approx(
+            math.log(100), abs=1e-6
+        )
+
+
+def test_a_gaussian_random_walk_leaves_the_sequence_at_most_alpha_of_the_time() -> None:
+    # The boundary's own guarantee, checked on the model it is built on: increments of
+    # mean 0 and variance 1 per unit of information, 2,000 looks per run.
+    rng = np.random.default_rng(1)
+    scales = sequential.taus(0.05)
+    looks = np.arange(1, 2001, dtype=float)
+    half = np.array([sequential.boundary(v, ALPHA, scales) for v in looks])
+    runs = 1000
+    walks = np.cumsum(rng.standard_normal((runs, looks.size)), axis=1)
+    left = np.any(np.abs(walks) > half, axis=1).mean()
+    assert left <= _upper(ALPHA, runs)
+
+
+def test_more_information_narrows_the_interval() -> None:
+    scales = sequential.taus(0.001)
+    widths = [sequential.confidence_sequence(0.0, v, 0.01, scales).high for v in (1e3, 1e5, 1e7)]
+    assert widths[0] > widths[1] > widths[2] > 0
+
+
+def test_information_needed_is_where_the_half_width_reaches_the_distance() -> None:
+    scales = sequential.taus(0.001)
+    needed = sequential.information_needed(0.0005, 1e5, 0.01, scales)
+    assert needed is not None and needed > 1e5
+    half = sequential.confidence_sequence(0.0, needed, 0.01, scales).high
+    assert half <= 0.0005 * 1.001
+    assert sequential.information_needed(0.0, 1e5, 0.01, scales) is None
+
+
+def test_chi_square_two_cells() -> None:
+    assert sequential.chi_square_p((50, 50), (50, 50)) == pytest.approx(1.0)
+    # 3.84 is the 95 % point of chi-square with one degree of freedom.
+    assert sequential.chi_square_p((59.8, 40.2), (50, 50)) == pytest.approx(0.05, abs=0.002)
