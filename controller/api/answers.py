@@ -167,6 +167,36 @@ class VerifyAnswer(Answer):
 Measured = Number | str | None
 
 
+class SideCounts(Answer):
+    events: Measured = Field(description="events (errors, slow requests) this step")
+    exposures: Measured = Field(description="requests this step")
+
+
+class CompareAnswer(Answer):
+    """A compare gate's reading: the new side against the old over the current step,
+    pooled with the evidence of earlier steps (docs/concepts.md)."""
+
+    verdict: str = Field(
+        description="regression, not_worse, undecided, waiting or assignment_unhealthy"
+    )
+    sentence: str = Field(description="the reading in one sentence, as the CLI prints it")
+    new: SideCounts
+    old: SideCounts
+    estimate: Measured = Field(description="rate(new) - rate(old), every step so far")
+    low: Measured = Field(description="the anytime-valid interval's lower end")
+    high: Measured
+    margin: Measured = Field(description="worse_by: how much worse the new side may be")
+    alpha: Measured = Field(description="this gate's share of the false-rollback budget")
+    statistic: Measured = Field(description="z of (estimate - margin)")
+    log_e: Measured = Field(description="log e-value of the exact regression test")
+    needed: Measured = Field(description="about how many more new-side requests decide")
+    share: Measured = Field(description="the new side's observed share of exposures")
+    expected_share: Measured = Field(description="the share the step's percent says")
+    srm_p: Measured = Field(description="p-value of the sample-ratio check")
+    segments: int = Field(description="earlier steps whose evidence is pooled in")
+    min_samples: Measured
+
+
 class GateReadingAnswer(Answer):
     """One gate read now (nothing stored)."""
 
@@ -181,6 +211,7 @@ class GateReadingAnswer(Answer):
     outcome: Outcome
     error: str | None
     duration_ms: Number
+    compare: CompareAnswer | None = Field(description="a compare gate's reading; else null")
 
 
 class GateEvaluationAnswer(Answer):
@@ -201,6 +232,7 @@ class GateEvaluationAnswer(Answer):
     outcome: str = Field(description="ok, hold, no_data, error, rollback or abort")
     error: str | None
     duration_ms: float
+    compare: CompareAnswer | None = Field(description="a compare gate's reading; else null")
 
 
 class GateEvaluations(Answer):

@@ -22,11 +22,12 @@ from controller.api.bodies import Body
 from controller.api.params import PathText, QueryText
 from controller.errors import Busy, Invalid
 from controller.gates import history as gate_history
-from controller.jobs.scheduler import query_variables
+from controller.jobs.scheduler import query_variables, read_gate
 from controller.rollouts import plan_problems
 from controller.runtime import Reader, Runtime, RuntimeDep
 from stages.decide import decide
 from stages.planfile import PlanError, parse_plan_data
+from stages.state import RolloutState
 
 router = APIRouter(prefix="/api/v1", tags=["gates"])
 
@@ -80,7 +81,7 @@ def test_rollout_gates(
     Nothing is stored and nothing changes."""
     state = runtime.read_models.rollout_state(name)
     now = runtime.clock()
-    variables = query_variables(state)
+    variables = query_variables(state, now)
     every = {g.name: g for i in range(len(state.plan.steps)) for g in state.plan.gates_for(i)}
     if body.gate is not None and body.gate not in every:
         raise Invalid(
@@ -91,7 +92,7 @@ def test_rollout_gates(
     chosen = [every[body.gate]] if body.gate else list(current)
     with _gate_test_slot(runtime):
         deadline = time.monotonic() + runtime.settings.gate_timeout * max(1, len(chosen))
-        readings = [runtime.gates.read(g, variables, now, deadline=deadline) for g in chosen]
+        readings = [read_gate(runtime.gates, g, variables, now, state, deadline) for g in chosen]
     decision = decide(state, readings, now)
     return {
         "rollout": name,
@@ -119,7 +120,11 @@ def test_gate(body: AdHocGateBody, runtime: RuntimeDep, _who: Reader) -> dict[st
             p["field"] = "gate" + str(p["field"]).removeprefix("gates[0]")
         raise Invalid("the gate has problems", problems) from exc
     with _gate_test_slot(runtime):
-        reading = runtime.gates.read(plan.gates[0], body.variables, runtime.clock())
+        # A compare gate reads against a rollout that has just begun (no evidence yet);
+        # its ``${step_window}`` comes from the body's variables, e.g. "3600s".
+        probe_state = RolloutState(plan=plan)
+        now = runtime.clock()
+        reading = read_gate(runtime.gates, plan.gates[0], body.variables, now, probe_state)
     return {"reading": gate_history.reading_view(reading)}
 
 

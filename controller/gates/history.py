@@ -11,7 +11,8 @@ from sqlalchemy.orm import Session
 from sqlmodel import col, delete, func, select
 
 from controller.storage.tables import GateEvaluationRow
-from stages.state import GateReading
+from stages.compare import CompareStats, describe
+from stages.state import GateReading, Outcome
 
 
 def rows_for(rollout: str, step: int, readings: Sequence[GateReading]) -> list[GateEvaluationRow]:
@@ -30,9 +31,43 @@ def rows_for(rollout: str, step: int, readings: Sequence[GateReading]) -> list[G
             outcome=r.outcome.value,
             error=r.error,
             duration_ms=r.duration_ms,
+            details=None if r.compare is None else {"compare": compare_view(r)},
         )
         for r in readings
     ]
+
+
+def compare_view(r: GateReading) -> dict[str, Any] | None:
+    """A compare reading's counts, interval and verdict, and its sentence; written into
+    the row as it is shown, so a stored reading reads the same after a plan change."""
+    stats = r.compare
+    if stats is None:
+        return None
+    on_regression = "abort" if r.outcome is Outcome.ABORT else "rollback"
+    return {
+        "verdict": stats.verdict.value,
+        "sentence": describe(stats, on_regression),
+        "new": _side(stats, new=True),
+        "old": _side(stats, new=False),
+        "estimate": _finite(stats.estimate),
+        "low": _finite(stats.low),
+        "high": _finite(stats.high),
+        "margin": _finite(stats.margin),
+        "alpha": _finite(stats.alpha),
+        "statistic": _finite(stats.statistic),
+        "log_e": _finite(stats.log_e),
+        "needed": _finite(stats.needed),
+        "share": _finite(stats.share),
+        "expected_share": _finite(stats.expected_share),
+        "srm_p": _finite(stats.srm_p),
+        "segments": stats.segments,
+        "min_samples": _finite(stats.min_samples),
+    }
+
+
+def _side(stats: CompareStats, *, new: bool) -> dict[str, float | str | None]:
+    side = stats.new if new else stats.old
+    return {"events": _finite(side.events), "exposures": _finite(side.exposures)}
 
 
 def reading_view(r: GateReading) -> dict[str, Any]:
@@ -48,6 +83,7 @@ def reading_view(r: GateReading) -> dict[str, Any]:
         "outcome": r.outcome.value,
         "error": r.error,
         "duration_ms": round(r.duration_ms, 2),
+        "compare": compare_view(r),
     }
 
 
@@ -66,6 +102,7 @@ def row_view(row: GateEvaluationRow) -> dict[str, Any]:
         "outcome": row.outcome,
         "error": row.error,
         "duration_ms": round(row.duration_ms, 2),
+        "compare": (row.details or {}).get("compare"),
     }
 
 

@@ -5,14 +5,19 @@ an answer that is not one number becomes a reading with outcome ``error`` and a 
 text saying what went wrong. What the numbers mean is decided by ``stages.gates``.
 
 Query templates may use ``${rollout}``, ``${flag}``, ``${stage}``, ``${step}``,
-``${percent}``, ``${new_variant}`` and ``${old_variant}``; each value is escaped for where
-it stands (``stages.query_templates``), so the template writes the quotes:
-``{rollout="${rollout}"}``.
+``${percent}``, ``${new_variant}``, ``${old_variant}`` and ``${step_window}`` (the time
+since the step began, e.g. ``3725s``); each value is escaped for where it stands
+(``stages.query_templates``), so the template writes the quotes: ``{rollout="${rollout}"}``.
+
+A compare gate (``kind: compare``) runs its ``events`` and ``exposures`` queries, sums
+each answer's samples per side by the label that names it (``by``, valued ``new`` and
+``old``), and ``stages.gates.compare_reading`` says what the counts mean.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 import urllib.parse
@@ -33,10 +38,11 @@ from controller.deadline_http import (
     fetch,
     redact_url,
 )
-from stages.gates import classify
-from stages.plan import Gate
+from stages.compare import Side
+from stages.gates import classify, compare_reading
+from stages.plan import Comparison, Gate
 from stages.query_templates import QueryTemplateError, escape_label_value, render_query
-from stages.state import GateReading, Outcome
+from stages.state import GateReading, Outcome, RolloutState
 
 _MAX_ERROR_CHARS = 300
 
@@ -49,12 +55,14 @@ class GateSource(Protocol):
         now: datetime,
         *,
         deadline: float | None = None,
+        state: RolloutState | None = None,
     ) -> GateReading:
         """Evaluate ``gate`` now. Never raises: failures are readings with outcome error.
 
         ``deadline`` is a ``time.monotonic()`` instant that the whole read (query,
         baseline and samples) never runs past; past it, the reading is an error
-        "check deadline exceeded"."""
+        "check deadline exceeded". ``state`` is the rollout's: a compare gate needs its
+        evidence from earlier steps, and is an error without it."""
         ...
 
     def ping(self) -> bool:
@@ -71,6 +79,10 @@ _CHECK_DEADLINE = "check deadline exceeded"
 
 class _ResultError(Exception):
     """Prometheus answered, but not with one number."""
+
+
+class _NotACount(Exception):
+    """A count that no comparison can use (NaN, infinite, negative): no data."""
 
 
 class _CheckDeadline(Exception):
@@ -192,7 +204,10 @@ class PrometheusGates:
         now: datetime,
         *,
         deadline: float | None = None,
+        state: RolloutState | None = None,
     ) -> GateReading:
+        if gate.compare is not None:
+            return self._read_compare(gate, gate.compare, variables, now, deadline, state)
         started = time.monotonic()
         query = gate.query
         role = "query"
@@ -231,6 +246,50 @@ class PrometheusGates:
             duration_ms=_elapsed_ms(started),
         )
 
+    def _read_compare(
+        self,
+        gate: Gate,
+        spec: Comparison,
+        variables: Mapping[str, str],
+        now: datetime,
+        deadline: float | None,
+        state: RolloutState | None,
+    ) -> GateReading:
+        """Both count queries under the same deadline, summed per side by ``spec.by``;
+        what the counts mean is ``stages.gates.compare_reading``'s business."""
+        started = time.monotonic()
+        shown: list[str] = []
+        role = "events"
+        counts: dict[str, tuple[float, float]] = {}
+        try:
+            if state is None:
+                raise _ResultError("a compare gate is read with its rollout's state")
+            for role, template in (("events", spec.events), ("exposures", spec.exposures)):
+                resolved = render_query(template, variables)
+                shown.append(resolved)
+                data = self._query(resolved, self._budget(deadline))
+                counts[role] = _counts_by_side(data, spec)
+        except Exception as exc:  # adapters never raise into the loop
+            outcome = Outcome.NO_DATA if isinstance(exc, _NotACount) else Outcome.ERROR
+            return GateReading(
+                gate=gate.name,
+                outcome=outcome,
+                at=now,
+                query="\n".join(shown) or spec.events,
+                error=_truncate(f"{role}: {self._describe(exc, deadline)}"),
+                duration_ms=_elapsed_ms(started),
+            )
+        events, exposures = counts["events"], counts["exposures"]
+        return compare_reading(
+            gate,
+            Side(events[0], exposures[0]),
+            Side(events[1], exposures[1]),
+            state,
+            now,
+            query="\n".join(shown),
+            duration_ms=_elapsed_ms(started),
+        )
+
     def _budget(self, deadline: float | None) -> float:
         """Seconds this query may take: the gate timeout, cut short by the read's deadline."""
         if deadline is None:
@@ -241,6 +300,10 @@ class PrometheusGates:
         return min(self.timeout_seconds, left)
 
     def _instant(self, query: str, timeout: float) -> float | None:
+        return _single_number(self._query(query, timeout))
+
+    def _query(self, query: str, timeout: float) -> Any:
+        """The ``data`` of an instant query's answer."""
         # Prometheus' own ``timeout`` stops the evaluation server-side at the same deadline.
         form = urllib.parse.urlencode({"query": query, "timeout": f"{timeout:.3f}"})
         answer = fetch(
@@ -255,7 +318,7 @@ class PrometheusGates:
             timeout=timeout,
             max_bytes=self.max_answer_bytes,
         )
-        return _single_number(_decode(answer))
+        return _decode(answer)
 
     def _auth_headers(self) -> dict[str, str]:
         if self._token_file is not None:
@@ -278,7 +341,7 @@ class PrometheusGates:
             return f"query template: {exc}"
         if isinstance(exc, _CheckDeadline):
             return _CHECK_DEADLINE
-        if isinstance(exc, _ResultError):
+        if isinstance(exc, _ResultError | _NotACount):
             return str(exc)
         if isinstance(exc, _PrometheusError):
             return self._describe_prometheus_error(exc)
@@ -383,6 +446,40 @@ def _single_number(data: Mapping[str, Any]) -> float | None:
     if len(result) > 1:
         raise _ResultError(f"query returned {len(result)} series; aggregate it (sum, max) to one")
     return _sample_value(result[0])
+
+
+def _counts_by_side(data: Mapping[str, Any], spec: Comparison) -> tuple[float, float]:
+    """The (new, old) sums of a vector's samples, by the value of the label ``spec.by``.
+    No series, or none for a side, is 0 for it: nothing counted yet. Series of other
+    values (a third variant) are left out."""
+    kind, result = data["resultType"], data["result"]
+    if kind in _SHAPES:
+        raise _ResultError(_SHAPES[kind].replace("a gate needs", "a compare gate needs"))
+    if kind != "vector":
+        raise _ResultError(f"unknown result type {kind!r:.40}; a compare gate needs a vector")
+    if not isinstance(result, list):
+        raise _ResultError("a vector whose result is not a list; is it Prometheus?")
+    sums = {spec.new: 0.0, spec.old: 0.0}
+    labelled = False
+    for sample in result:
+        value = _sample_value(sample)
+        metric = sample.get("metric")
+        side = metric.get(spec.by) if isinstance(metric, dict) else None
+        labelled = labelled or side is not None
+        if side not in sums:
+            continue
+        if not math.isfinite(value) or value < 0:
+            raise _NotACount(
+                f'the count for {spec.by}="{side}" is {value:g}; a count is a finite number '
+                "at least 0"
+            )
+        sums[side] += value
+    if result and not labelled:
+        raise _ResultError(
+            f"no series has the label {spec.by!r} that names the side; "
+            f"keep it: sum by ({spec.by}) (...)"
+        )
+    return sums[spec.new], sums[spec.old]
 
 
 def _sample_value(sample: Any) -> float:

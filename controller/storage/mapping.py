@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, fields
 from datetime import datetime
 from typing import Any
 
 from controller.storage.tables import RolloutRow
+from stages.compare import Evidence
 from stages.plan import Plan
 from stages.planfile import parse_stored_plan, plan_to_dict
 from stages.state import GateMark, Outcome, RolloutState, Status, serving
@@ -19,6 +23,33 @@ def _marks_from_json(data: list[list[str]]) -> tuple[GateMark, ...]:
     return tuple(GateMark(datetime.fromisoformat(at), Outcome(o)) for at, o in data)
 
 
+def json_number(value: float) -> float | str:
+    """JSON (and PostgreSQL's json) has no NaN or infinity: they are kept as text."""
+    return value if math.isfinite(value) else str(value)
+
+
+def _evidence_to_json(evidence: Evidence) -> dict[str, float | int | str]:
+    return {
+        name: value if isinstance(value, int) else json_number(value)
+        for name, value in asdict(evidence).items()
+    }
+
+
+_EVIDENCE_INTS = frozenset(f.name for f in fields(Evidence) if f.type in (int, "int"))
+
+
+def _evidence_from_json(data: Mapping[str, Any]) -> Evidence:
+    # Keys this version does not know are left out, missing ones take their default:
+    # a row written by a version before or after this one still loads.
+    known = {f.name for f in fields(Evidence)}
+    values: dict[str, Any] = {
+        name: int(raw) if name in _EVIDENCE_INTS else float(raw)
+        for name, raw in data.items()
+        if name in known
+    }
+    return Evidence(**values)
+
+
 def bookkeeping_to_json(state: RolloutState) -> dict[str, Any]:
     return {
         "ok_evaluations": state.ok_evaluations,
@@ -26,6 +57,7 @@ def bookkeeping_to_json(state: RolloutState) -> dict[str, Any]:
         "history": {g: _marks_to_json(m) for g, m in state.history.items()},
         "last_outcomes": {g: o.value for g, o in state.last_outcomes.items()},
         "max_step_reached": state.max_step_reached,
+        "evidence": {g: _evidence_to_json(e) for g, e in state.evidence.items()},
     }
 
 
@@ -45,6 +77,8 @@ def state_from_row(row: RolloutRow, plan: Plan | None = None) -> RolloutState:
         observe_until=row.observe_until,
         started_at=row.started_at,
         max_step_reached=int(book.get("max_step_reached", 0)),
+        # Rows from before compare gates have no evidence: nothing gathered yet.
+        evidence={str(k): _evidence_from_json(v) for k, v in book.get("evidence", {}).items()},
     )
 
 

@@ -165,6 +165,9 @@ class GateEvaluationRow(SQLModel, table=True):
     outcome: str = Field(max_length=16)
     error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     duration_ms: float = 0.0
+    # What a compare gate read (counts per side, interval, verdict, its sentence);
+    # null for a threshold gate, whose columns above say it all.
+    details: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 class IdempotencyRow(SQLModel, table=True):
