@@ -136,59 +136,96 @@ def evaluate(
     margin = spec.worse_by
     prior = carried if carried is not None and carried.margin == margin else Evidence(margin)
     share, srm_p = _sample_ratio(new, old, expected_share)
-    base = CompareStats(
-        Verdict.WAITING, new, old, margin, alpha, None, None, None, None, None,
-        share, expected_share, srm_p, segments=prior.segments, min_samples=min_samples,
-    )  # fmt: skip
+    step = _Step(0.0, 0.0, 0.0)
     if _mismatch(share, srm_p, expected_share, spec.srm_tolerance):
-        return _decided_by(base, prior, alpha, Verdict.ASSIGNMENT)
-    if new.exposures < max(min_samples, 1) or old.exposures <= 0:
-        return _decided_by(base, prior, alpha, Verdict.WAITING)
-    weight = _segment_information(new, old, margin)
-    if weight <= 0 or new.events + old.events < MIN_EVENTS:
-        return _decided_by(base, prior, alpha, Verdict.WAITING)
-    estimate = new.rate - old.rate
-    log_e = log_e_regression(new, old.rate + margin, _scale(margin))
-    step = replace(base, step_weighted=weight * estimate, step_information=weight, step_log_e=log_e)
-    return _decided_by(step, prior, alpha, None)
+        unless: Verdict | None = Verdict.ASSIGNMENT
+    elif (
+        new.exposures < max(min_samples, 1)
+        or old.exposures <= 0
+        or (weight := _segment_information(new, old, margin)) <= 0
+        or new.events + old.events < MIN_EVENTS
+    ):
+        unless = Verdict.WAITING
+    else:
+        unless = None
+        log_e = log_e_regression(new, old.rate + margin, _scale(margin))
+        step = _Step(weight * (new.rate - old.rate), weight, log_e)
+    return _pooled(spec, new, old, prior, step, unless, alpha, min_samples, share, srm_p,
+                   expected_share)  # fmt: skip
 
 
-def _decided_by(
-    stats: CompareStats, prior: Evidence, alpha: float, unless: Verdict | None
+@dataclass(frozen=True, slots=True)
+class _Step:
+    weighted: float
+    information: float
+    log_e: float
+
+
+def _pooled(
+    spec: Comparison,
+    new: Side,
+    old: Side,
+    prior: Evidence,
+    step: _Step,
+    unless: Verdict | None,
+    alpha: float,
+    min_samples: float,
+    share: float | None,
+    srm_p: float | None,
+    expected_share: float | None,
 ) -> CompareStats:
     """Pool this step's contribution with the earlier steps' and read the interval.
     ``unless`` (waiting, assignment) wins over an undecided pooled interval."""
-    weighted = prior.weighted + stats.step_weighted
-    information = prior.information + stats.step_information
-    if information <= 0:
-        return replace(stats, verdict=unless or Verdict.WAITING)
-    margin = stats.margin
-    scales = sequential.taus(_scale(margin))
-    interval = sequential.confidence_sequence(weighted, information, alpha, scales)
-    center = weighted / information
-    log_e = prior.log_e + stats.step_log_e
+    margin = spec.worse_by
+    weighted = prior.weighted + step.weighted
+    information = prior.information + step.information
+    log_e = prior.log_e + step.log_e
+    estimate = low = high = statistic = needed = None
+    verdict = unless or Verdict.WAITING
+    if information > 0:
+        scales = sequential.taus(_scale(margin))
+        interval = sequential.confidence_sequence(weighted, information, alpha, scales)
+        estimate, low, high = weighted / information, interval.low, interval.high
+        statistic = (estimate - margin) * math.sqrt(information)
+        verdict = _verdict(interval, margin, log_e, alpha, unless)
+        if verdict is Verdict.UNDECIDED:
+            needed = _needed(new, step, abs(estimate - margin), information, alpha, scales)
+    return CompareStats(
+        verdict, new, old, margin, alpha, estimate, low, high, statistic, needed,
+        share, expected_share, srm_p, step.weighted, step.information, step.log_e, log_e,
+        prior.segments, min_samples,
+    )  # fmt: skip
+
+
+def _verdict(
+    interval: sequential.Interval,
+    margin: float,
+    log_e: float,
+    alpha: float,
+    unless: Verdict | None,
+) -> Verdict:
     if unless is Verdict.ASSIGNMENT:
-        verdict = Verdict.ASSIGNMENT  # the groups are not what the split says: no verdict
-    elif interval.low > margin and log_e >= math.log(1 / alpha):
-        verdict = Verdict.REGRESSION
-    elif interval.high < margin and unless is None:
-        verdict = Verdict.NOT_WORSE  # never from earlier steps alone: this step must show it
-    else:
-        verdict = unless or Verdict.UNDECIDED
-    return replace(
-        stats,
-        verdict=verdict,
-        estimate=center,
-        low=interval.low,
-        high=interval.high,
-        statistic=(center - margin) * math.sqrt(information),
-        log_e=log_e,
-        needed=(
-            _needed(stats, center, information, alpha, scales)
-            if verdict is Verdict.UNDECIDED
-            else None
-        ),
-    )
+        return Verdict.ASSIGNMENT  # the groups are not what the split says: no verdict
+    if interval.low > margin and log_e >= math.log(1 / alpha):
+        return Verdict.REGRESSION
+    if interval.high < margin and unless is None:
+        return Verdict.NOT_WORSE  # never from earlier steps alone: this step must show it
+    return unless or Verdict.UNDECIDED
+
+
+def _needed(
+    new: Side,
+    step: _Step,
+    distance: float,
+    information: float,
+    alpha: float,
+    scales: tuple[float, ...],
+) -> float | None:
+    total = sequential.information_needed(distance, information, alpha, scales)
+    if total is None or step.information <= 0 or new.exposures <= 0:
+        return None
+    per_request = step.information / new.exposures
+    return max(0.0, math.ceil((total - information) / per_request))
 
 
 def log_e_regression(new: Side, reference: float, scale: float) -> float:
@@ -215,24 +252,6 @@ def log_e_regression(new: Side, reference: float, scale: float) -> float:
         return 0.0
     top = max(terms)
     return top + math.log(sum(math.exp(t - top) for t in terms) / len(_REGRESSION_GRID))
-
-
-def _needed(
-    stats: CompareStats,
-    center: float,
-    information: float,
-    alpha: float,
-    scales: tuple[float, ...],
-) -> float | None:
-    total = sequential.information_needed(abs(center - stats.margin), information, alpha, scales)
-    per_request = (
-        stats.step_information / stats.new.exposures
-        if stats.step_information > 0 and stats.new.exposures > 0
-        else None
-    )
-    if total is None or per_request is None:
-        return None
-    return max(0.0, math.ceil((total - information) / per_request))
 
 
 def _segment_information(new: Side, old: Side, margin: float) -> float:
@@ -275,7 +294,7 @@ def _mismatch(
     return p < SRM_P and abs(share - expected) > tolerance * expected
 
 
-def describe(stats: CompareStats, on_regression: str) -> str:
+def describe(stats: CompareStats, on_regression: str, *, guardrail: bool = False) -> str:
     """One sentence: ``new 0.42 % vs old 0.18 % errors, +0.24 pp (interval +0.05..+0.43)
     > 0.10 pp -> rollback; 1,212 vs 23,900 requests``."""
     counts = f"{_count(stats.new.exposures)} vs {_count(stats.old.exposures)} requests"
@@ -303,6 +322,8 @@ def describe(stats: CompareStats, on_regression: str) -> str:
         case Verdict.WAITING:
             tail = f"undecided; waiting for traffic this step ({_count(stats.new.exposures)} of "
             tail += f"{_count(max(stats.min_samples, 1))} new-side requests)"
+        case _ if guardrail:
+            tail = f"includes {margin}: no regression shown -> ok (requires: no_regression)"
         case _:
             more = f"about {_count(stats.needed)} more" if stats.needed is not None else "more"
             tail = f"includes {margin} -> hold, needs {more} new-side requests"

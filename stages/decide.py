@@ -211,7 +211,8 @@ def describe(reading: GateReading | None) -> str:
         return "no data"
     if reading.compare is not None and reading.outcome is not Outcome.ERROR:
         on_regression = "abort" if reading.outcome is Outcome.ABORT else "rollback"
-        return describe_compare(reading.compare, on_regression)
+        guardrail = reading.outcome is Outcome.OK
+        return describe_compare(reading.compare, on_regression, guardrail=guardrail)
     if reading.outcome is Outcome.ERROR:
         return f"error: {reading.error or 'unknown error'}"
     if reading.outcome is Outcome.NO_DATA:

@@ -38,7 +38,7 @@ THRESHOLD_FIELDS = (
 COMPARE_FIELDS = (
     *_COMMON,
     *("events", "exposures", "histogram", "slower_than", "worse_by", "min_samples"),
-    *("on_regression", "by", "new", "old", "srm_tolerance"),
+    *("on_regression", "requires", "by", "new", "old", "srm_tolerance"),
 )
 # Both sides are read only here: in shadow nobody reads the new side, at full nobody
 # the old one.
@@ -47,6 +47,7 @@ _KINDS = ("threshold", "compare")
 _METRIC = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _ON_REGRESSION = ("rollback", "abort")
+_REQUIRES = ("not_worse", "no_regression")
 
 
 def gate_kind(report: Report, path: Path, value: object) -> str:
@@ -133,6 +134,7 @@ def _comparison(report: Report, path: Path, fields: Mapping[str, object]) -> Com
         exposures=exposures,
         worse_by=worse_by,
         on_regression=field(report, fields, path, "on_regression", _regression_level, "rollback"),
+        requires=field(report, fields, path, "requires", _requirement, "not_worse"),
         by=by,
         new=field(report, fields, path, "new", text, "new"),
         old=field(report, fields, path, "old", text, "old"),
@@ -223,6 +225,13 @@ def _regression_level(report: Report, path: Path, value: object) -> str | None:
     if value in _ON_REGRESSION:
         return str(value)
     report.add(path, f"{value!r} is not one of: {', '.join(_ON_REGRESSION)}")
+    return None
+
+
+def _requirement(report: Report, path: Path, value: object) -> str | None:
+    if value in _REQUIRES:
+        return str(value)
+    report.add(path, f"{value!r} is not one of: {', '.join(_REQUIRES)}")
     return None
 
 

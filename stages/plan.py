@@ -61,6 +61,10 @@ class Comparison:
     new: str = "new"  # its value on the new side
     old: str = "old"
     srm_tolerance: float = 0.2  # relative: a share off by more than this, and significant
+    # What lets a step advance: "not_worse" (the interval below the margin; undecided
+    # holds) or "no_regression" (a guardrail: undecided is ok once min_samples are in;
+    # only a shown regression acts). Small canaries rarely show "not worse" in hours.
+    requires: str = "not_worse"
     histogram: str | None = None
     slower_than: float | None = None
 
