@@ -11,6 +11,7 @@ loaded again after a restart, on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -24,6 +25,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_late
 
 from controller.demo.prometheus_process import PrometheusProcess
 from controller.gates import history as gate_history
+from controller.gates.prometheus import PrometheusGates
 from controller.jobs.scheduler import Scheduler
 from controller.rollouts import Rollouts, parse_plan_input
 from controller.storage.leases import Leases
@@ -36,6 +38,7 @@ from stages.gates import compare_reading
 from stages.plan import Gate
 from stages.query_templates import render_query
 from stages.state import GateReading, Outcome, RolloutState
+from tests.hostile import HostilePeer, Request, http_response, prometheus_json, respond
 from tests.serving import Server, running_server
 from tests.waiting import wait_until
 
@@ -434,3 +437,101 @@ def test_evidence_is_saved_and_loaded_again_after_a_restart(store: Store) -> Non
         assert moved.last_outcomes[GATE] is Outcome.OK
     finally:
         again.dispose()
+
+
+# --- the adapter: what the count answers mean ------------------------------------------------
+
+
+def _vector(samples: Mapping[str, str], label: str = "variant") -> bytes:
+    return http_response(
+        prometheus_json(
+            [{"metric": {label: side}, "value": [1.7e9, value]} for side, value in samples.items()]
+        )
+    )
+
+
+def _compare_gate() -> tuple[Gate, RolloutState]:
+    parsed, _ = parse_plan_input(STORED_PLAN, None)
+    state = RolloutState(plan=parsed, step_started_at=T0)
+    return parsed.gates[0], state
+
+
+def read_against(answers: Callable[[Request], bytes], **kw: Any) -> GateReading:
+    gate, state = _compare_gate()
+    variables = {"rollout": "kept", "step_window": "60s", **kw.pop("variables", {})}
+    with HostilePeer(respond(answers)) as peer:
+        gates = PrometheusGates(peer.url, timeout_seconds=2)
+        return gates.read(gate, variables, T0, state=kw.pop("state", state), **kw)
+
+
+def by_query(events: bytes, exposures: bytes) -> Callable[[Request], bytes]:
+    return lambda request: events if "errors_total" in request.params["query"] else exposures
+
+
+def test_counts_are_summed_per_side_by_the_label_and_other_values_left_out() -> None:
+    reading = read_against(
+        by_query(
+            _vector({"new": "20", "old": "180", "third": "999"}),
+            _vector({"new": "1000", "old": "9000", "third": "1"}),
+        )
+    )
+    assert reading.compare is not None, reading.error
+    assert (reading.compare.new, reading.compare.old) == (Side(20, 1000), Side(180, 9000))
+    assert reading.samples == 1000 and reading.value == pytest.approx(0.02)
+    assert 'errors_total{rollout="kept"}[60s]' in reading.query  # both queries, rendered
+    assert 'requests_total{rollout="kept"}[60s]' in reading.query
+
+
+def test_no_series_or_a_missing_side_counts_zero() -> None:
+    empty = http_response(prometheus_json([]))
+    reading = read_against(by_query(empty, empty))
+    assert reading.outcome is Outcome.HOLD and reading.compare is not None
+    assert (reading.compare.new, reading.compare.old) == (Side(0, 0), Side(0, 0))
+    assert reading.compare.verdict.value == "waiting"
+
+    # No errors on the new side yet: its series is simply absent from the answer.
+    reading = read_against(by_query(_vector({"old": "5"}), _vector({"new": "100", "old": "900"})))
+    assert reading.compare is not None, reading.error
+    assert (reading.compare.new, reading.compare.old) == (Side(0, 100), Side(5, 900))
+
+
+@pytest.mark.parametrize("bad", ["NaN", "+Inf", "-3"])
+def test_a_count_that_is_not_a_count_is_no_data_with_a_clear_error(bad: str) -> None:
+    reading = read_against(by_query(_vector({"new": bad, "old": "1"}), _vector({"new": "1"})))
+    assert reading.outcome is Outcome.NO_DATA and reading.compare is None
+    assert reading.error is not None
+    assert reading.error.startswith('events: the count for variant="new" is')
+    assert "a count is a finite number at least 0" in reading.error
+
+
+def test_answers_that_are_not_per_side_vectors_are_errors() -> None:
+    scalar = http_response(prometheus_json([1.7e9, "3"], "scalar"))
+    reading = read_against(by_query(_vector({"new": "1", "old": "1"}), scalar))
+    assert reading.outcome is Outcome.ERROR
+    assert reading.error is not None and reading.error.startswith(
+        "exposures: query returned a scalar"
+    )
+
+    unlabelled = _vector({"": "5"}, label="job")
+    reading = read_against(by_query(unlabelled, unlabelled))
+    assert reading.outcome is Outcome.ERROR and reading.error is not None
+    assert "no series has the label 'variant'" in reading.error
+
+
+def test_a_compare_gate_without_the_state_or_its_window_is_an_error() -> None:
+    answers = by_query(_vector({"new": "1"}), _vector({"new": "1"}))
+    reading = read_against(answers, state=None)
+    assert reading.outcome is Outcome.ERROR
+    assert reading.error == "events: a compare gate is read with its rollout's state"
+    gate, state = _compare_gate()
+    with HostilePeer(respond(answers)) as peer:
+        unwindowed = PrometheusGates(peer.url).read(gate, {"rollout": "kept"}, T0, state=state)
+    assert unwindowed.outcome is Outcome.ERROR and unwindowed.error is not None
+    assert "unknown variable ${step_window}" in unwindowed.error
+
+
+def test_a_compare_gate_past_the_check_deadline_is_an_error() -> None:
+    answers = by_query(_vector({"new": "1"}), _vector({"new": "1"}))
+    reading = read_against(answers, deadline=time.monotonic() - 1)
+    assert reading.outcome is Outcome.ERROR
+    assert reading.error == "events: check deadline exceeded"
