@@ -205,9 +205,12 @@ class PrometheusGates:
         *,
         deadline: float | None = None,
         state: RolloutState | None = None,
+        at_time: datetime | None = None,
     ) -> GateReading:
+        """``at_time`` evaluates the queries as of that instant (Prometheus' ``time``)
+        instead of now: ``rollout backtest`` replays a plan over history with it."""
         if gate.compare is not None:
-            return self._read_compare(gate, gate.compare, variables, now, deadline, state)
+            return self._read_compare(gate, gate.compare, variables, now, deadline, state, at_time)
         started = time.monotonic()
         query = gate.query
         role = "query"
@@ -217,7 +220,7 @@ class PrometheusGates:
                 resolved = render_query(template, variables)
                 if role == "query":
                     query = resolved
-                values[role] = self._instant(resolved, self._budget(deadline))
+                values[role] = self._instant(resolved, self._budget(deadline), at_time)
         except Exception as exc:  # adapters never raise into the loop
             return GateReading(
                 gate=gate.name,
@@ -254,6 +257,7 @@ class PrometheusGates:
         now: datetime,
         deadline: float | None,
         state: RolloutState | None,
+        at_time: datetime | None = None,
     ) -> GateReading:
         """Both count queries under the same deadline, summed per side by ``spec.by``;
         what the counts mean is ``stages.gates.compare_reading``'s business."""
@@ -267,7 +271,7 @@ class PrometheusGates:
             for role, template in (("events", spec.events), ("exposures", spec.exposures)):
                 resolved = render_query(template, variables)
                 shown.append(resolved)
-                data = self._query(resolved, self._budget(deadline))
+                data = self._query(resolved, self._budget(deadline), at_time)
                 counts[role] = _counts_by_side(data, spec)
         except Exception as exc:  # adapters never raise into the loop
             outcome = Outcome.NO_DATA if isinstance(exc, _NotACount) else Outcome.ERROR
@@ -299,13 +303,16 @@ class PrometheusGates:
             raise _CheckDeadline
         return min(self.timeout_seconds, left)
 
-    def _instant(self, query: str, timeout: float) -> float | None:
-        return _single_number(self._query(query, timeout))
+    def _instant(self, query: str, timeout: float, at_time: datetime | None = None) -> float | None:
+        return _single_number(self._query(query, timeout, at_time))
 
-    def _query(self, query: str, timeout: float) -> Any:
-        """The ``data`` of an instant query's answer."""
+    def _query(self, query: str, timeout: float, at_time: datetime | None = None) -> Any:
+        """The ``data`` of an instant query's answer (as of ``at_time``, or now)."""
         # Prometheus' own ``timeout`` stops the evaluation server-side at the same deadline.
-        form = urllib.parse.urlencode({"query": query, "timeout": f"{timeout:.3f}"})
+        fields = {"query": query, "timeout": f"{timeout:.3f}"}
+        if at_time is not None:
+            fields["time"] = f"{at_time.timestamp():.3f}"
+        form = urllib.parse.urlencode(fields)
         answer = fetch(
             "POST",
             f"{self._base}/api/v1/query",
