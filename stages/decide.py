@@ -42,6 +42,7 @@ class Verdict:
     raw: Outcome
     outcome: Outcome
     why: str
+    waiting: bool = False  # no data because too little traffic, not a failing source
 
     @property
     def name(self) -> str:
@@ -175,11 +176,29 @@ def _verdict(
     gate: Gate, reading: GateReading | None, past: Sequence[GateMark], now: datetime
 ) -> Verdict:
     raw = outcome_of(reading)
-    why = describe(reading)
+    waiting = waiting_for_traffic(gate, reading)
+    why = _waiting_why(gate, reading) if waiting and reading is not None else describe(reading)
     outcome = _after_sustain(gate, raw, (*past, GateMark(now, raw)), now)
     if outcome is not raw:
         why = f"{why} (not sustained for {format_duration(gate.sustain)} yet)"
-    return Verdict(gate, raw, outcome, why)
+    return Verdict(gate, raw, outcome, why, waiting)
+
+
+def waiting_for_traffic(gate: Gate, reading: GateReading | None) -> bool:
+    """No data because the gate's ``samples`` counted fewer than ``min_samples``: too
+    little traffic is not evidence, and not an outage either (it never pauses)."""
+    return (
+        reading is not None
+        and reading.outcome is Outcome.NO_DATA
+        and gate.samples is not None
+        and reading.samples is not None
+        and reading.samples < gate.min_samples
+    )
+
+
+def _waiting_why(gate: Gate, reading: GateReading) -> str:
+    counted = f"{reading.samples:,.0f}" if reading.samples is not None else "0"
+    return f"waiting for traffic: {counted} of {gate.min_samples:,.0f} samples"
 
 
 def _after_sustain(gate: Gate, raw: Outcome, marks: Sequence[GateMark], now: datetime) -> Outcome:
@@ -297,6 +316,8 @@ def _pauses_on_rollback(state: RolloutState) -> bool:
 
 def _source_unavailable(state: RolloutState, verdicts: Sequence[Verdict]) -> Pause | None:
     for v in _with(verdicts, Outcome.NO_DATA, Outcome.ERROR):
+        if v.waiting:
+            continue
         in_a_row = state.gate_errors.get(v.name, 0) + 1
         if in_a_row >= state.plan.max_gate_errors:
             return Pause(f"gate source unavailable: {v.name}: {v.why} ({in_a_row} in a row)")

@@ -12,7 +12,14 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from stages.compare import Evidence
-from stages.decide import decide, due_gates, ok_evaluations_after, outcome_of, readings_by_gate
+from stages.decide import (
+    decide,
+    due_gates,
+    ok_evaluations_after,
+    outcome_of,
+    readings_by_gate,
+    waiting_for_traffic,
+)
 from stages.decisions import (
     Advance,
     AwaitApproval,
@@ -67,7 +74,7 @@ def record_readings(
         outcome = outcome_of(reading)
         marks = (*history.get(gate.name, ()), GateMark(now, outcome))
         history[gate.name] = trim(marks, now - longest_sustain(state.plan, gate.name))
-        if outcome.is_missing_data:
+        if outcome.is_missing_data and not waiting_for_traffic(gate, reading):
             errors[gate.name] = errors.get(gate.name, 0) + 1
         else:
             errors.pop(gate.name, None)
