@@ -177,6 +177,7 @@ def latency_queries(metric: str, bound: float, by: str) -> tuple[str, str]:
     """Requests slower than ``bound`` and all requests, per side, over the step so far:
     the histogram's count less its ``le`` bucket. ``le`` is written ``250`` by some
     clients and ``250.0`` by others, so the matcher takes both."""
+    bound = float(bound)
     shown = f"{bound:g}" if bound.is_integer() and abs(bound) < 1e15 else repr(bound)
     le = re.escape(shown).replace("\\", "\\\\")
     le += "(\\\\.0+)?" if bound.is_integer() else ""
