@@ -86,6 +86,7 @@ class CellSummary:
     bad_p90: float | None
     ends: dict[str, float]  # share of runs by how they ended
     pause_reasons: dict[str, int]
+    first_by: dict[str, int]  # what the first rollback decision was, and at which percent
     new_share: float  # mean new-side request share over the level's step
 
 
@@ -120,6 +121,13 @@ def summarise(results: Sequence[sim.RunResult]) -> CellSummary:
             Counter(reason_kind(r.end_reason) for r in results if r.end == "paused")
         ),
         new_share=statistics.fmean(r.new_share for r in results),
+        first_by=dict(
+            Counter(
+                f"{r.first_rollback_by} at {r.first_rollback_percent:g} %"
+                for r in results
+                if r.first_rollback_s is not None and r.first_rollback_percent is not None
+            ).most_common(3)
+        ),
     )
 
 
@@ -197,8 +205,8 @@ def details(summaries: dict[tuple[str, str], CellSummary], plan: str) -> list[st
     lines = [
         "| cell | rolled back before 50 % | time to first rollback, median / p90 "
         "| bad-side requests, median / p90 | reached 50 % | ended rolled_back | paused "
-        "| stuck (30 d) | why paused | new-side share |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+        "| stuck (30 d) | why paused | first rollback by (top 3) | new-side share |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---|---:|",
     ]
     for scenario in sim.SCENARIOS:
         for lv in sim.LEVELS:
@@ -207,11 +215,12 @@ def details(summaries: dict[tuple[str, str], CellSummary], plan: str) -> list[st
                 continue
             bad = "-" if scenario.healthy else f"{_count(s.bad_median)} / {_count(s.bad_p90)}"
             why = ", ".join(f"{k} {v}" for k, v in sorted(s.pause_reasons.items())) or "-"
+            by = ", ".join(f"{k}: {v}" for k, v in s.first_by.items()) or "-"
             lines.append(
                 f"| {cell_name(scenario, lv)} | {_pct(s.rolled_back)} "
                 f"| {_minutes(s.detect_median_min)} / {_minutes(s.detect_p90_min)} | {bad} "
                 f"| {_pct(s.ends['reached_50'])} | {_pct(s.ends['rolled_back'])} "
-                f"| {_pct(s.ends['paused'])} | {_pct(s.ends['stuck'])} | {why} "
+                f"| {_pct(s.ends['paused'])} | {_pct(s.ends['stuck'])} | {why} | {by} "
                 f"| {100 * s.new_share:.2f} % |"
             )
     return lines
@@ -277,6 +286,11 @@ def section(
     return "\n".join(out)
 
 
+def _shown(path: Path) -> str:
+    resolved = path.resolve()
+    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else str(path)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=200)
@@ -295,7 +309,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         missing = [f"plan does not parse here: {exc}"]
     if missing or not any(sim.gate_kind(g) == "compare" for g in compare.gates):
         why = ", ".join(missing) or "no compare gates"
-        skipped = f" The compare plan `{args.compare_plan}` was not run ({why[:200]})."
+        shown = _shown(args.compare_plan)
+        skipped = f" The compare plan `{shown}` was not run ({why[:200]})."
         print(f"compare plan skipped: {why[:300]}", file=sys.stderr)
     else:
         plans["compare"] = args.compare_plan
@@ -311,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in plans:
         print("\n".join(details(summaries, name)))
     if args.write_docs:
-        shown = {n: str(p.resolve().relative_to(ROOT)) for n, p in plans.items()}
+        shown = {n: _shown(p) for n, p in plans.items()}
         replace_section(SECTION, section(summaries, shown, args.runs, seconds, cpu, skipped))
         print("wrote the decision-quality section of docs/benchmarks.md")
     return 0

@@ -41,7 +41,7 @@ class Number:
 @dataclass(frozen=True, slots=True)
 class Selector:
     metric: str
-    matchers: tuple[tuple[str, str], ...]
+    matchers: tuple[tuple[str, str, str], ...]  # (label, op, value), op = ~ != !~
     range_s: float | None  # set for a range selector (``[5m]``)
 
 
@@ -68,7 +68,7 @@ Node = Number | Selector | Call | Sum | Binary
 
 _TOKEN = re.compile(
     r"\s*(?:(?P<num>\d+(?:\.\d+)?(?:e[-+]?\d+)?)(?![smhdw\w])|(?P<dur>\d+[smhdw])"
-    r"|(?P<str>\"(?:[^\"\\]|\\.)*\")|(?P<id>[a-zA-Z_:][\w:]*)|(?P<op>[(){}\[\],=/*+-]))"
+    r"|(?P<str>\"(?:[^\"\\]|\\.)*\")|(?P<id>[a-zA-Z_:][\w:]*)|(?P<op>=~|!=|!~|[(){}\[\],=/*+-]))"
 )
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _FUNCTIONS = {"rate", "increase", "histogram_quantile"}
@@ -155,13 +155,15 @@ class _Parser:
         return tuple(names)
 
     def selector(self, metric: str) -> Selector:
-        matchers: list[tuple[str, str]] = []
+        matchers: list[tuple[str, str, str]] = []
         if self.peek() == "{":
             self.take("{")
             while self.peek() != "}":
-                name = self.take()
-                self.take("=")  # only equality: the plans use nothing else
-                matchers.append((name, self.take().strip('"')))
+                name, op = self.take(), self.take()
+                if op not in ("=", "=~", "!=", "!~"):
+                    raise UnsupportedQuery(f"unknown matcher {op!r}")
+                value = self.take()[1:-1].replace("\\\\", "\\").replace('\\"', '"')
+                matchers.append((name, op, value))
                 if self.peek() == ",":
                     self.take(",")
             self.take("}")
@@ -193,27 +195,40 @@ class Scrapes:
     series: Mapping[tuple[str, Labels], Array]
 
 
-def evaluate(node: Node, scrapes: Scrapes, at: Array) -> Vector | float:
-    """``node`` at each instant of ``at`` (seconds, same clock as the scrapes)."""
+# What ``${step_window}`` renders to here: ``increase(x[STEP_WINDOW])`` is the count since
+# the step began, read exactly (the value now minus the value at the step's start).
+STEP_WINDOW = "315360000s"
+_STEP_WINDOW_S = 315360000.0
+
+
+def evaluate(node: Node, scrapes: Scrapes, at: Array, since: float | None = None) -> Vector | float:
+    """``node`` at each instant of ``at`` (seconds, same clock as the scrapes); ``since``
+    is when the current step began, for ``[${step_window}]`` ranges."""
     match node:
         case Number(value=value):
             return value
         case Selector():
             raise UnsupportedQuery("an instant selector of a counter is not a gate value")
+        case Call(name="increase", args=(Selector() as sel,)) if sel.range_s == _STEP_WINDOW_S:
+            if since is None:
+                raise UnsupportedQuery("${step_window} needs the step's start")
+            return _since(sel, scrapes, at, since)
         case Call(name="rate" | "increase", args=(Selector(range_s=float()) as sel,)):
             return _rate(sel, scrapes, at, is_rate=node.name == "rate")
         case Call(name="histogram_quantile", args=(q_node, inner)):
-            q, vector = evaluate(q_node, scrapes, at), evaluate(inner, scrapes, at)
+            q, vector = evaluate(q_node, scrapes, at, since), evaluate(inner, scrapes, at, since)
             if not isinstance(q, float) or isinstance(vector, float):
                 raise UnsupportedQuery("histogram_quantile(number, vector)")
             return histogram_quantile(q, vector)
         case Sum(by=by, expr=inner):
-            vector = evaluate(inner, scrapes, at)
+            vector = evaluate(inner, scrapes, at, since)
             if isinstance(vector, float):
                 raise UnsupportedQuery("sum of a number")
             return _sum(vector, by)
         case Binary(op=op, left=left, right=right):
-            return _binary(op, evaluate(left, scrapes, at), evaluate(right, scrapes, at))
+            return _binary(
+                op, evaluate(left, scrapes, at, since), evaluate(right, scrapes, at, since)
+            )
     raise UnsupportedQuery(f"unsupported expression {node!r}")
 
 
@@ -228,18 +243,47 @@ def instant_value(vector: Vector | float, at: Array) -> Array:
     return next(iter(vector.values()))
 
 
+def _matches(matchers: Sequence[tuple[str, str, str]], labels: Labels) -> bool:
+    have = dict(labels)
+    for name, op, value in matchers:
+        # Prometheus anchors regular expressions; a missing label is the empty string.
+        got = have.get(name, "")
+        hit = got == value if op in ("=", "!=") else re.fullmatch(value, got) is not None
+        if hit != (op in ("=", "=~")):
+            return False
+    return True
+
+
+def _matching(sel: Selector, scrapes: Scrapes) -> dict[Labels, Array]:
+    return {
+        labels: values
+        for (metric, labels), values in scrapes.series.items()
+        if metric == sel.metric and _matches(sel.matchers, labels)
+    }
+
+
+def _since(sel: Selector, scrapes: Scrapes, at: Array, since: float) -> Vector:
+    """Each series' count from the step's start to each instant: the latest sample at or
+    before the instant minus the latest at or before the start (0 if none yet)."""
+    last = np.searchsorted(scrapes.times, at, side="right") - 1
+    start = int(np.searchsorted(scrapes.times, since, side="right")) - 1
+    out: Vector = {}
+    for labels, values in _matching(sel, scrapes).items():
+        base = values[start] if start >= 0 else 0.0
+        out[labels] = np.where(last >= 0, values[np.maximum(last, 0)] - base, np.nan)
+    return out
+
+
 def _rate(sel: Selector, scrapes: Scrapes, at: Array, *, is_rate: bool) -> Vector:
     assert sel.range_s is not None
-    wanted = set(sel.matchers)
     first = np.searchsorted(scrapes.times, at - sel.range_s, side="right")
     last = np.searchsorted(scrapes.times, at, side="right") - 1
-    out: Vector = {}
-    for (metric, labels), values in scrapes.series.items():
-        if metric == sel.metric and wanted <= labels:
-            out[labels] = extrapolated_rate(
-                scrapes.times, values, first, last, at, sel.range_s, is_rate=is_rate
-            )
-    return out
+    return {
+        labels: extrapolated_rate(
+            scrapes.times, values, first, last, at, sel.range_s, is_rate=is_rate
+        )
+        for labels, values in _matching(sel, scrapes).items()
+    }
 
 
 def extrapolated_rate(

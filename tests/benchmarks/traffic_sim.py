@@ -54,8 +54,9 @@ from numpy.typing import NDArray
 from controller.demo.service import LATENCY_BUCKETS_MS
 from controller.jobs.scheduler import query_variables
 from flags.bucketing import bucket, percent_to_units
+from stages.compare import Side
 from stages.decisions import Decision, Pause, RollBack, StepBack
-from stages.gates import classify
+from stages.gates import classify, compare_reading
 from stages.plan import Gate, Plan
 from stages.query_templates import render_query
 from stages.state import GateReading, RolloutState, Status, serving
@@ -109,6 +110,8 @@ class RunResult:
     end_reason: str
     end_percent: float
     first_rollback_s: float | None  # from t0 to the first step back / abort decision
+    first_rollback_by: str  # "gate (abort)" of that decision, "" if none
+    first_rollback_percent: float | None  # the step's percent when it was decided
     bad_requests: int  # new-side requests while the new side was bad (0 when healthy)
     new_share: float  # new-side share of requests during the first step
     checks: int
@@ -247,6 +250,8 @@ class Counters:
             for i, le in enumerate(LE_LABELS):
                 key = ("memory_operation_latency_ms_bucket", _labels(variant=side, le=le))
                 series[key] = cumulative[:, i]
+            key = ("memory_operation_latency_ms_count", _labels(variant=side))
+            series[key] = cumulative[:, -1]
             series[("circuit_breaker_open_total", _labels(variant=side))] = np.zeros(upto)
         return Scrapes(self.times[:upto], series)
 
@@ -268,17 +273,28 @@ class GateValues:
 
 
 @dataclass(frozen=True, slots=True)
+class CompareValues:
+    """A compare gate's per-side counts over the step so far at every check of a block."""
+
+    new_events: Array
+    new_exposures: Array
+    old_events: Array
+    old_exposures: Array
+
+
+@dataclass(frozen=True, slots=True)
 class ReadContext:
     """What a gate reader may look at: the counters so far and where the step began."""
 
     scrapes: Scrapes
-    at: Array  # check instants, seconds since t0
+    at: Array  # check instants, seconds since the counters began
     variables: Mapping[str, str]
-    step_start_scrape: int
+    step_start_s: float  # on the same clock
 
 
-GateReader = Callable[[Gate, ReadContext], GateValues]
-ReadingMaker = Callable[[Gate, GateValues, int, datetime], GateReading]
+Values = GateValues | CompareValues
+GateReader = Callable[[Gate, ReadContext], Values]
+ReadingMaker = Callable[[Gate, Values, int, datetime, RolloutState], GateReading]
 
 
 @cache
@@ -293,6 +309,39 @@ def _query(template: str | None, ctx: ReadContext) -> Array | None:
     return promql_sim.instant_value(promql_sim.evaluate(node, ctx.scrapes, ctx.at), ctx.at)
 
 
+def _per_side(template: str, gate: Gate, ctx: ReadContext) -> tuple[Array, Array]:
+    """(new, old) of a per-side count query; a side without a series counts 0, as the
+    shell's ``_counts_by_side`` does."""
+    spec = gate.compare
+    assert spec is not None
+    node = _parsed(render_query(template, ctx.variables))
+    vector = promql_sim.evaluate(node, ctx.scrapes, ctx.at, since=ctx.step_start_s)
+    if isinstance(vector, float):
+        raise promql_sim.UnsupportedQuery("a compare count must be a vector by side")
+    by_side = {dict(labels).get(spec.by): values for labels, values in vector.items()}
+    zero = np.zeros(ctx.at.shape)
+    return tuple(  # type: ignore[return-value]
+        np.nan_to_num(by_side.get(side, zero), nan=0.0) for side in (spec.new, spec.old)
+    )
+
+
+def read_compare_gate(gate: Gate, ctx: ReadContext) -> CompareValues:
+    spec = gate.compare
+    assert spec is not None
+    new_events, old_events = _per_side(spec.events, gate, ctx)
+    new_exposures, old_exposures = _per_side(spec.exposures, gate, ctx)
+    return CompareValues(new_events, new_exposures, old_events, old_exposures)
+
+
+def compare_gate_reading(
+    gate: Gate, values: Values, i: int, now: datetime, state: RolloutState
+) -> GateReading:
+    assert isinstance(values, CompareValues)
+    new = Side(float(values.new_events[i]), float(values.new_exposures[i]))
+    old = Side(float(values.old_events[i]), float(values.old_exposures[i]))
+    return compare_reading(gate, new, old, state, now)
+
+
 def read_threshold_gate(gate: Gate, ctx: ReadContext) -> GateValues:
     value = _query(gate.query, ctx)
     assert value is not None
@@ -303,7 +352,10 @@ def _number(values: Array | None, i: int) -> float | None:
     return None if values is None else float(values[i])
 
 
-def threshold_reading(gate: Gate, values: GateValues, i: int, now: datetime) -> GateReading:
+def threshold_reading(
+    gate: Gate, values: Values, i: int, now: datetime, state: RolloutState
+) -> GateReading:
+    assert isinstance(values, GateValues)
     value, baseline = _number(values.value, i), _number(values.baseline, i)
     samples = _number(values.samples, i)
     c = classify(gate, value, baseline, samples)
@@ -321,9 +373,10 @@ def threshold_reading(gate: Gate, values: GateValues, i: int, now: datetime) -> 
 
 
 # A function per gate kind: how to compute its inputs over a block, and how to turn one
-# instant's inputs into a reading. The compare kind plugs in here when stages has it.
+# instant's inputs into a reading (the compare kind with the state's evidence).
 READERS: dict[str, tuple[GateReader, ReadingMaker]] = {
     "threshold": (read_threshold_gate, threshold_reading),
+    "compare": (read_compare_gate, compare_gate_reading),
 }
 
 
@@ -354,6 +407,12 @@ def scrape_after(seconds: float) -> int:
     return int((seconds - SCRAPE_PHASE_S) // SCRAPE_S) + 1
 
 
+def rollback_cause(reason: str) -> str:
+    """``abort: error-rate: 0.07 > abort_above 0.05`` -> ``error-rate (abort)``."""
+    parts = reason.split(": ")
+    return f"{parts[1]} ({parts[0]})" if len(parts) > 2 else parts[0][:40]
+
+
 class Run:
     """One seeded walk of a plan from a level's step.
 
@@ -379,6 +438,8 @@ class Run:
         self.t0_scrape = scrape_after(WARMUP.total_seconds())
         self._fill(self.t0_scrape, new_groups(plan, plan.steps[step - 1].percent))
         self.first_change: int | None = None  # the first scrape after the first transition
+        self.first_by: str = ""
+        self.first_percent: float | None = None
         self.state = RolloutState(
             plan=plan, status=Status.RUNNING, step=step, step_started_at=T0, started_at=T0,
             max_step_reached=step,
@@ -406,7 +467,7 @@ class Run:
     def _served_groups(self) -> int:
         return new_groups(self.plan, serving(self.state).percent)
 
-    def _block(self, first_check: int) -> tuple[int, dict[str, GateValues]]:
+    def _block(self, first_check: int) -> tuple[int, dict[str, Values]]:
         """Gate inputs for a day of checks from ``first_check``, the split as served now."""
         last_check = min(first_check + int(DAY_S // self.interval_s) - 1, self.horizon)
         checks = np.arange(first_check, last_check + 1, dtype=np.float64)
@@ -414,11 +475,13 @@ class Run:
         upto = scrape_after(float(at[-1]))
         self._fill(upto, self._served_groups())
         start = self.state.step_started_at or T0
+        now = T0 + timedelta(seconds=first_check * self.interval_s)
+        variables = {**query_variables(self.state, now), "step_window": promql_sim.STEP_WINDOW}
         ctx = ReadContext(
             scrapes=self.counters.scrapes(upto),
             at=at,
-            variables=query_variables(self.state),
-            step_start_scrape=scrape_after(((start - T0) + WARMUP).total_seconds()),
+            variables=variables,
+            step_start_s=((start - T0) + WARMUP).total_seconds(),
         )
         values = {
             g.name: READERS[gate_kind(g)][0](g, ctx) for g in self.plan.gates_for(self.state.step)
@@ -430,7 +493,7 @@ class Run:
         first_rollback: float | None = None
         decisions: list[str] = []
         check, block_first, block_last = 0, 1, 0
-        values: dict[str, GateValues] = {}
+        values: dict[str, Values] = {}
         end, reason = "stuck", ""
         while check < self.horizon:
             check += 1
@@ -440,13 +503,15 @@ class Run:
             now = T0 + timedelta(seconds=check * self.interval_s)
             i = check - block_first
             readings = [
-                READERS[gate_kind(g)][1](g, values[g.name], i, now)
+                READERS[gate_kind(g)][1](g, values[g.name], i, now, self.state)
                 for g in plan.gates_for(self.state.step)
             ]
             before = self.state
             decision, self.state = tick(before, readings, now)
             if is_rollback(decision) and first_rollback is None:
                 first_rollback = check * self.interval_s
+                self.first_by = rollback_cause(decision.reason)
+                self.first_percent = serving(before).percent
             if (self.state.step, self.state.status) != (before.step, before.status):
                 decisions.append(f"{check * self.interval_s / 3600:.2f}h {type(decision).__name__}")
                 # The served split changes from the next scrape: recompute from there.
@@ -486,6 +551,8 @@ class Run:
             end_reason=reason,
             end_percent=serving(self.state).percent,
             first_rollback_s=first_rollback,
+            first_rollback_by=self.first_by,
+            first_rollback_percent=self.first_percent,
             bad_requests=0 if self.scenario.healthy else int(new[upto - 1] - new[base]),
             new_share=float(new_first / max(new_first + old_first, 1)),
             checks=check,
