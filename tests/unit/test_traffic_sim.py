@@ -114,3 +114,22 @@ def test_a_plus_5pp_regression_at_1_percent_is_rolled_back() -> None:
         assert result.first_rollback_s is not None
         assert result.end in ("rolled_back", "paused")
         assert result.end_percent <= 1.0
+
+
+def test_a_compare_gate_reads_the_steps_counts_and_rolls_back_a_regression() -> None:
+    sketch = Path(__file__).resolve().parents[1] / "benchmarks" / "plans" / "compare-sketch.yaml"
+    plan = parse_plan(sketch.read_text())
+    result = traffic_sim.simulate(plan, PLUS_1PP, 5.0, seed_for("compare +1 pp @ 5%", 0))
+    assert result.first_rollback_by.startswith("errors-vs-old")
+    assert result.end == "rolled_back"
+
+
+def test_step_window_counts_are_the_increase_since_the_step_began() -> None:
+    times = 5.0 + 15.0 * np.arange(100)
+    series = {("m", frozenset({("variant", "new")})): 3.0 * np.arange(100)}
+    query = f"sum by (variant) (increase(m[{promql_sim.STEP_WINDOW}]))"
+    at = np.array([600.0, 900.0])
+    got = promql_sim.evaluate(promql_sim.parse(query), Scrapes(times, series), at, since=300.0)
+    assert isinstance(got, dict)
+    # The last samples at or before 600 s and 900 s are scrapes 39 and 59; at 300 s, 19.
+    assert got[frozenset({("variant", "new")})] == pytest.approx([3.0 * 20, 3.0 * 40])
