@@ -13,6 +13,7 @@ import sys
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -194,6 +195,58 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(options)
 
 
+def cmd_backtest(args: argparse.Namespace) -> int:
+    """Replay a plan's gates over Prometheus history; reads only, needs no server or token.
+    Exit 0: walked; 1: a gate query failed; 2: bad input; 3: Prometheus unreachable."""
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    from controller import backtest as bt
+    from controller.cli import backtest_format as bfmt
+    from controller.http.app import prometheus_gates
+    from controller.settings import Settings, explain_settings_error
+    from stages.planfile import PlanError, parse_plan
+
+    try:
+        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"cannot read {args.file}: {getattr(exc, 'strerror', exc)}", 2) from None
+    try:
+        plan = parse_plan(text)
+    except PlanError as exc:
+        problems = "\n".join(f"  - {p}" for p in exc.problems)
+        raise CliError(f"{args.file}: the plan does not parse\n{problems}", 2) from None
+    now = datetime.now(UTC)
+    try:
+        start, end = bt.parse_time(args.start, now), bt.parse_time(args.end, now)
+        bt.check_instants(plan, start, end)
+        bt.initial_state(plan, start, args.step - 1)
+    except bt.BacktestError as exc:
+        raise CliError(str(exc), 2) from None
+    if unknown := bt.unknown_variables(plan, start):
+        raise CliError(f"{args.file}: " + "; ".join(unknown), 2)
+    overrides = {"prometheus_url": args.prometheus} if args.prometheus else {}
+    try:
+        reader = prometheus_gates(Settings(**overrides))
+    except (ValidationError, SettingsError) as exc:
+        raise CliError(explain_settings_error(exc), 2) from None
+    except ValueError as exc:
+        raise CliError(str(exc), 2) from None
+    if not reader.ping():
+        raise CliError(f"cannot reach Prometheus at {reader.url} (--prometheus)", 3)
+    source = bt.AsOf(reader)
+    if broken := bt.query_errors(source, plan, start, end):
+        raise CliError(f"{args.file}: queries that fail:\n" + "\n".join(broken), 1)
+    timeline = bt.backtest(
+        plan, source, start, end, step=args.step - 1, approve=args.approve, holds=args.verbose
+    )
+    if args.json:
+        fmt.print_json(bfmt.timeline_json(timeline))
+    else:
+        print(bfmt.timeline_text(timeline))
+    return 1 if timeline.gate_errors else 0
+
+
 def cmd_apply(args: argparse.Namespace, api: Api) -> int:
     path = Path(args.file)
     try:
@@ -223,7 +276,11 @@ def cmd_apply(args: argparse.Namespace, api: Api) -> int:
 def cmd_status(args: argparse.Namespace, api: Api) -> int:
     if args.name:
         rollout = api.call("GET", f"/api/v1/rollouts/{args.name}")
-        show(args, rollout, fmt.rollout_detail)
+        if args.json:
+            fmt.print_json(rollout)
+            return 0
+        gates = api.call("GET", f"/api/v1/rollouts/{args.name}/gates", params={"limit": 1})
+        print(fmt.rollout_detail(rollout, gates["latest"]))
         return 0
     rollouts = api.call("GET", "/api/v1/rollouts")["rollouts"]
     show(args, rollouts, fmt.rollout_table)
@@ -484,6 +541,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=300.0, help="end the run after SECONDS (default 300)"
     )
 
+    bt = sub.add_parser(
+        "backtest",
+        help="replay a plan's gates over Prometheus history; print what it would have done",
+        description="Walk the checks the controller would have made from --from to --to, "
+        "reading each gate as of that instant, through the same decide(); print each "
+        "transition. Reads Prometheus only (ROLLOUT_PROMETHEUS_URL or --prometheus): no "
+        "server, no token, nothing changed. Exit 0 walked, 1 a gate query failed, 2 bad "
+        "input, 3 Prometheus unreachable.",
+    )
+    bt.add_argument("-f", "--file", required=True, help="plan file (YAML), or - for stdin")
+    bt.add_argument(
+        "--from",
+        dest="start",
+        required=True,
+        metavar="T",
+        help="first check: RFC 3339 (2026-11-30T14:00:00Z), now, or relative (-7d, now-6h)",
+    )
+    bt.add_argument("--to", dest="end", default="now", metavar="T", help="last (default now)")
+    bt.add_argument(
+        "--step", type=int, default=1, metavar="N", help="start at step N (1-based; default 1)"
+    )
+    bt.add_argument("--approve", action="store_true", help="assume each approval granted at once")
+    bt.add_argument("-v", "--verbose", action="store_true", help="print every hold too")
+    bt.add_argument("--json", action="store_true", help="print the timeline as JSON")
+    bt.add_argument("--prometheus", default=None, metavar="URL", help="env ROLLOUT_PROMETHEUS_URL")
+
     apply = sub.add_parser("apply", parents=[common], help="create or update a rollout from a plan")
     apply.add_argument("-f", "--file", required=True, help="plan file (YAML), or - for stdin")
     apply.add_argument("--dry-run", action="store_true", help="validate only")
@@ -598,7 +681,22 @@ HANDLERS = {
 }
 
 
+def _attach_times(argv: Sequence[str]) -> list[str]:
+    """``--from -7d`` as ``--from=-7d``: argparse takes a value starting with ``-`` for
+    an option, and relative times are written that way."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] in ("--from", "--to") and arg.startswith("-"):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["backtest"]:
+        argv = _attach_times(argv)
     args = build_parser().parse_args(argv)
     try:
         if args.command == "serve":
@@ -607,6 +705,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
             sys.exit(cmd_demo(args))
         if args.command == "db":
             sys.exit(cmd_db(args))
+        if args.command == "backtest":
+            sys.exit(cmd_backtest(args))
         token = args.token or os.environ.get("ROLLOUT_TOKEN")
         if not token:
             raise CliError("no API token: pass --token or set ROLLOUT_TOKEN", 2)

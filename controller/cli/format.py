@@ -67,7 +67,9 @@ def rollout_table(rollouts: list[dict[str, Any]]) -> str:
     return table(["rollout", "flag", "status", "step", "serving", "in step", "gates"], rows)
 
 
-def rollout_detail(r: dict[str, Any]) -> str:
+def rollout_detail(r: dict[str, Any], latest: list[dict[str, Any]] | None = None) -> str:
+    """The rollout, and with ``latest`` (the newest evaluation of each gate) a line per
+    gate saying what it read."""
     lines = [
         f"rollout/{r['name']}  (flag {r['flag']}, version {r['version']})",
         f"  status:   {r['status']}" + (f"  ({r['reason']})" if r["reason"] else ""),
@@ -80,12 +82,59 @@ def rollout_detail(r: dict[str, Any]) -> str:
             else ""
         ),
         f"  gates:    {gates_text(r['last_outcomes'])}",
-        "  plan:",
     ]
+    if latest:
+        observed = observe_only_gates(r["plan"])
+        lines.append("  readings:")
+        lines += [f"    {reading_text(g, g['gate'] in observed, r['step'])}" for g in latest]
+    lines.append("  plan:")
     for i, step in enumerate(r["plan"]["steps"]):
         marker = "->" if i == r["step"] else "  "
         lines.append(f"   {marker} {i + 1:>2}. {_step_text(step)}")
     return "\n".join(lines)
+
+
+def observe_only_gates(plan: dict[str, Any]) -> set[str]:
+    """The gates of a plan (its own and its steps') in ``mode: observe``."""
+    gates = [
+        *plan.get("gates", []),
+        *(g for s in plan.get("steps", []) for g in s.get("gates", [])),
+    ]
+    return {g["name"] for g in gates if g.get("mode") == "observe"}
+
+
+_WOULD_ACT = ("hold", "rollback", "abort")
+
+
+def reading_text(g: dict[str, Any], observe_only: bool, current_step: int) -> str:
+    """``errors-vs-old: hold: new 0.42 % vs old 0.18 % errors, ...``: a compare reading
+    as its one sentence, a threshold reading as value against threshold."""
+    outcome = g["outcome"]
+    if observe_only:
+        outcome = (
+            f"observe only: would {outcome}"
+            if outcome in _WOULD_ACT
+            else f"observe only, {outcome}"
+        )
+    where = "" if g.get("step") in (None, current_step) else f" (step {g['step'] + 1})"
+    return f"{g['gate']}{where}: {outcome}: {why_text(g)}"
+
+
+def why_text(g: dict[str, Any]) -> str:
+    compare = g.get("compare")
+    if compare:
+        return str(compare["sentence"])
+    if g.get("error"):
+        return f"{'no data' if g['outcome'] == 'no_data' else 'error'}: {g['error']}"
+    if g["outcome"] == "no_data":
+        return "no data"
+    value = _number(g.get("value"))
+    if g.get("baseline") is not None:
+        value += f" (baseline {_number(g['baseline'])})"
+    if g.get("threshold") and g.get("threshold_value") is not None:
+        sign = "<" if g["threshold"].endswith("_below") else ">"
+        return f"{value} {sign} {g['threshold']} {g['threshold_value']:g}"
+    return value
 
 
 def _step_text(step: dict[str, Any]) -> str:

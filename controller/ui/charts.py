@@ -39,6 +39,9 @@ class GatePoint:
     at: datetime
     value: float | None  # None (or NaN, inf): the reading had no usable value
     outcome: str
+    # A compare gate's interval around ``value`` (its estimate), drawn as a bar.
+    low: float | None = None
+    high: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +103,8 @@ def gate_chart(
     end: datetime,
     unit_hint: str = "",
 ) -> str:
-    """A gate's value over time against its thresholds; points coloured by outcome."""
+    """A gate's value over time against its thresholds; points coloured by outcome, and
+    a compare gate's interval around each estimate as a vertical bar."""
     title = f"Gate {gate}: value over time" + (f" ({unit_hint})" if unit_hint else "")
     attrs = f' data-gate="{escape(gate)}"'
     if not points:
@@ -109,12 +113,15 @@ def gate_chart(
     start = ordered[0].at
     frame_end = max(end, start + _MIN_SPAN)
     values = [p.value for p in ordered if p.value is not None and math.isfinite(p.value)]
+    # Only finite interval ends widen the axis; an infinite one is drawn to the edge.
+    values += [b for p in ordered for b in (p.low, p.high) if b is not None and math.isfinite(b)]
     low, high = _value_range(values, nearest_thresholds(values, thresholds.values()))
     frame = _Frame(start, frame_end, low, high, GATE_HEIGHT)
     parts = [_open("chart gate-chart", attrs, title, GATE_HEIGHT)]
     parts += _y_axis(frame, nice_ticks(low, high))
     parts += _x_axis(frame)
     parts += _threshold_lines(frame, thresholds)
+    parts += _interval_bars(frame, ordered)
     parts.append(_value_path(frame, ordered))
     parts += _points(frame, ordered)
     parts.append("</svg>")
@@ -245,6 +252,31 @@ def _value_path(frame: _Frame, ordered: Sequence[GatePoint]) -> str:
         d.append(f"{'L' if pen_down else 'M'}{frame.x(point.at):.1f},{frame.y(point.value):.1f}")
         pen_down = True
     return f'<path class="series value-line" d="{"".join(d)}"/>'
+
+
+def _interval_bars(frame: _Frame, ordered: Sequence[GatePoint]) -> list[str]:
+    out = []
+    for point in ordered:
+        if point.low is None or point.high is None or math.isnan(point.low + point.high):
+            continue
+        x = frame.x(point.at)
+        outcome = escape(point.outcome)
+        tip = f"{point.at:%H:%M:%S} interval {_bound(point.low)}..{_bound(point.high)}"
+        out.append(
+            f'<g class="interval outcome-{outcome}" data-low="{_bound(point.low)}" '
+            f'data-high="{_bound(point.high)}"><title>{escape(tip)}</title>'
+            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{frame.y(point.low):.1f}" '
+            f'y2="{frame.y(point.high):.1f}"{_INTERVAL_STROKE}/></g>'
+        )
+    return out
+
+
+# As attributes: the stylesheet has no rule for interval bars yet, and CSS still wins.
+_INTERVAL_STROKE = ' stroke="#64748b" stroke-opacity="0.55" stroke-width="4" stroke-linecap="round"'
+
+
+def _bound(value: float) -> str:
+    return _number(value) if math.isfinite(value) else ("-inf" if value < 0 else "+inf")
 
 
 def _points(frame: _Frame, ordered: Sequence[GatePoint]) -> list[str]:

@@ -46,6 +46,7 @@ class GatePanel:
     gate: Gate
     chart: Markup
     relative: bool
+    compare: bool = False  # the chart is new - old with its interval, against the margin
 
 
 def overview(runtime: Runtime, now: datetime) -> list[RolloutCard]:
@@ -84,6 +85,8 @@ def rollout_page(runtime: Runtime, name: str, now: datetime) -> dict[str, Any]:
         "gates": panels,
         "latest": summary.latest_gates,
         "thresholds": {p.gate.name: _thresholds_text(p.gate) for p in panels},
+        # Read and shown with what they would do, never acting (``mode: observe``).
+        "observed": {p.gate.name for p in panels if p.gate.observe_only},
         "events": events[:_AUDIT_ROWS],
         "event_count": len(events),
     }
@@ -138,6 +141,12 @@ def _every_gate(steps: Sequence[object], state: RolloutState) -> list[Gate]:
 
 
 def _gate_panel(rows: Sequence[Mapping[str, Any]], gate: Gate, now: datetime) -> GatePanel:
+    if gate.compare is not None:
+        points = [_compare_point(r) for r in reversed(rows)]
+        margin = {f"{gate.compare.on_regression}_above": gate.compare.worse_by}
+        hint = "rate new - old, its interval, against worse_by"
+        svg = charts.gate_chart(gate.name, points, margin, end=now, unit_hint=hint)
+        return GatePanel(gate, Markup(svg), relative=False, compare=True)
     relative = gate.baseline is not None
     points = [_gate_point(r, relative) for r in reversed(rows)]
     hint = "value - baseline" if relative else ""
@@ -146,6 +155,9 @@ def _gate_panel(rows: Sequence[Mapping[str, Any]], gate: Gate, now: datetime) ->
 
 
 def _thresholds_text(gate: Gate) -> str:
+    if gate.compare is not None:
+        spec = gate.compare
+        return f"{spec.on_regression} if the interval is above worse_by {spec.worse_by:g}"
     return ", ".join(
         f"{name.split('_')[0]} {'<' if name.endswith('_below') else '>'} {value:g}"
         for name, value in gate.thresholds().items()
@@ -159,6 +171,17 @@ def _gate_point(row: Mapping[str, Any], relative: bool) -> charts.GatePoint:
         baseline = _float(row.get("baseline"))
         value = None if value is None or baseline is None else value - baseline
     return charts.GatePoint(datetime.fromisoformat(row["at"]), value, str(row["outcome"]))
+
+
+def _compare_point(row: Mapping[str, Any]) -> charts.GatePoint:
+    stats = row.get("compare") or {}
+    return charts.GatePoint(
+        datetime.fromisoformat(row["at"]),
+        _float(stats.get("estimate")),
+        str(row["outcome"]),
+        low=_float(stats.get("low")),
+        high=_float(stats.get("high")),
+    )
 
 
 def _float(raw: object) -> float | None:

@@ -10,6 +10,8 @@ loaded again after a restart, on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -32,6 +34,7 @@ from controller.storage.leases import Leases
 from controller.storage.mapping import state_from_row
 from controller.storage.store import Store
 from controller.storage.tables import RolloutRow
+from controller.ui.session import SESSION_COOKIE
 from stages.actions import Action
 from stages.compare import Side
 from stages.gates import compare_reading
@@ -39,7 +42,8 @@ from stages.plan import Gate
 from stages.query_templates import render_query
 from stages.state import GateReading, Outcome, RolloutState
 from tests.hostile import HostilePeer, Request, http_response, prometheus_json, respond
-from tests.serving import Server, running_server
+from tests.serving import ADMIN_TOKEN, Server, running_server
+from tests.ui_sessions import ui_session
 from tests.waiting import wait_until
 
 TICK_S = 0.05
@@ -48,7 +52,20 @@ EXPOSURES = 'sum by (variant) (increase(requests_total{rollout="${rollout}"}[${s
 GATE = "errors-vs-old"
 
 
-def plan(name: str, *, percent: float = 50, hold: str = "2s", min_samples: int = 200) -> str:
+# Never acts: the new side's raw error ratio against an absolute level, read and shown.
+OBSERVED = """
+  - name: new-error-ratio
+    mode: observe
+    query: >-
+      sum(increase(errors_total{rollout="${rollout}",variant="new"}[5s]))
+      / sum(increase(requests_total{rollout="${rollout}",variant="new"}[5s]))
+    rollback_above: 0.05
+"""
+
+
+def plan(
+    name: str, *, percent: float = 50, hold: str = "2s", min_samples: int = 200, extra: str = ""
+) -> str:
     """Shadow (no gates: a timed second), one canary step the compare gate judges, full.
     A margin of 5 points: a few thousand requests a side decide it in seconds."""
     return f"""
@@ -69,7 +86,7 @@ gates:
     exposures: '{EXPOSURES}'
     worse_by: 0.05
     min_samples: {min_samples}
-"""
+{extra}"""
 
 
 # --- the target ------------------------------------------------------------------------
@@ -277,7 +294,7 @@ def test_an_undecided_comparison_holds_and_says_how_many_more_requests_it_needs(
     # interval 5 points wide, so the gate holds the rollout past its one-second dwell.
     stack.begin(
         "undecided",
-        plan("undecided", hold="1s", min_samples=10),
+        plan("undecided", hold="1s", min_samples=10, extra=OBSERVED),
         {"new": (10, 0.10), "old": (10, 0.10)},
     )
 
@@ -297,6 +314,28 @@ def test_an_undecided_comparison_holds_and_says_how_many_more_requests_it_needs(
     assert stats["low"] < stats["margin"] < stats["high"]
     assert f"needs about {stats['needed']:,.0f} more new-side requests" in stats["sentence"]
     assert "needs about" in view["reason"]
+
+    # The observe-only gate reads 10 % errors, over its level, and only says so.
+    would = "observe only: new-error-ratio would rollback"
+    wait_until(
+        lambda: would in stack.rollout("undecided")["reason"],
+        30,
+        "the observe-only gate at its rollback level",
+    )
+    assert [e["action"] for e in stack.automatic("undecided")] == ["advance"]
+    status = rollout_cli(stack.server, "status", "undecided")
+    assert status.returncode == 0, status.stderr
+    lines = status.stdout.splitlines()
+    compare_line = next(line for line in lines if line.strip().startswith(f"{GATE}:"))
+    assert "hold: new 10" in compare_line and "more new-side requests" in compare_line
+    observed = next(line for line in lines if line.strip().startswith("new-error-ratio:"))
+    assert "observe only: would rollback" in observed and "rollback_above 0.05" in observed
+
+    page = ui_page(stack.server, "/ui/rollouts/undecided")
+    assert page.status_code == 200
+    assert 'class="compare-sentence"' in page.text and "more new-side requests" in page.text
+    assert "observe only: would rollback" in page.text
+    assert 'class="interval outcome-hold"' in page.text  # the interval drawn over time
 
 
 def test_a_skewed_split_holds_with_assignment_unhealthy_and_never_rolls_back(
@@ -324,6 +363,21 @@ def test_a_skewed_split_holds_with_assignment_unhealthy_and_never_rolls_back(
     assert stats["share"] < 0.2 and stats["expected_share"] == 0.5
     assert stats["srm_p"] < 0.001
     assert stats["sentence"].startswith("assignment unhealthy")
+
+
+def rollout_cli(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "controller", *args],
+        env=server.cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def ui_page(server: Server, path: str) -> httpx.Response:
+    session = ui_session(server.database_url, ADMIN_TOKEN)
+    return httpx.get(server.url + path, cookies={SESSION_COOKIE: session}, timeout=15)
 
 
 # --- evidence survives a restart ------------------------------------------------------------
