@@ -34,9 +34,6 @@ from dataclasses import dataclass, replace
 from stages import sequential
 from stages.plan import Comparison
 
-# Below this many events in both sides together the normal approximation under the
-# interval is poor: such a step does not decide on its own (see tests/unit/test_compare).
-MIN_EVENTS = 5
 # The sample-ratio check: a mismatch must be significant and large enough to matter.
 SRM_P = 0.001
 # The worse rates the exact regression test mixes over: reference + k * margin.
@@ -143,7 +140,6 @@ def evaluate(
         new.exposures < max(min_samples, 1)
         or old.exposures <= 0
         or (weight := _segment_information(new, old, margin)) <= 0
-        or new.events + old.events < MIN_EVENTS
     ):
         unless = Verdict.WAITING
     else:

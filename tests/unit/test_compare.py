@@ -201,7 +201,8 @@ def test_earlier_evidence_alone_never_says_not_worse() -> None:
     wide = _stats(Side(50, 100000), Side(500, 900000), expected_share=0.1)
     assert wide.verdict is Verdict.NOT_WORSE
     kept = Evidence(SPEC.worse_by).with_step(wide).folded()
-    assert _stats(Side(0, 10), Side(0, 190), kept).verdict is Verdict.WAITING
+    # Below the gate's minimum sample this step shows nothing yet: it waits.
+    assert _stats(Side(0, 10), Side(0, 190), kept, min_samples=100).verdict is Verdict.WAITING
 
 
 def test_evidence_for_another_margin_is_not_reused() -> None:
@@ -211,8 +212,9 @@ def test_evidence_for_another_margin_is_not_reused() -> None:
 
 
 def test_no_events_on_either_side_is_not_certainty() -> None:
-    # Zero errors on both sides of a small sample: too few events to decide anything.
-    assert _stats(Side(0, 400), Side(0, 7600)).verdict is Verdict.WAITING
+    # Zero errors on both sides of a small sample: no decision either way (the variance
+    # is taken at the margin, never 0).
+    assert _stats(Side(0, 400), Side(0, 7600)).verdict is Verdict.UNDECIDED
 
 
 # --- the confidence sequence itself ----------------------------------------------------
