@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -115,7 +116,7 @@ def backfilled_prometheus(history: History, workdir: Path) -> Iterator[str]:
 
 
 def _serves(url: str, at: datetime) -> bool:
-    query = urllib.request.quote("count(app_requests_total)")
+    query = urllib.parse.quote("count(app_requests_total)")
     try:
         with urllib.request.urlopen(
             f"{url}/api/v1/query?query={query}&time={at.timestamp():.0f}", timeout=1
