@@ -28,7 +28,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_late
 from controller.demo.prometheus_process import PrometheusProcess
 from controller.gates import history as gate_history
 from controller.gates.prometheus import PrometheusGates
-from controller.jobs.scheduler import Scheduler
+from controller.jobs.scheduler import Scheduler, query_variables
 from controller.rollouts import Rollouts, parse_plan_input
 from controller.storage.leases import Leases
 from controller.storage.mapping import state_from_row
@@ -589,3 +589,16 @@ def test_a_compare_gate_past_the_check_deadline_is_an_error() -> None:
     reading = read_against(answers, deadline=time.monotonic() - 1)
     assert reading.outcome is Outcome.ERROR
     assert reading.error == "events: check deadline exceeded"
+
+
+@pytest.mark.parametrize(
+    ("elapsed", "window"),
+    [(timedelta(0), "1s"), (timedelta(seconds=0.9), "1s"), (timedelta(seconds=3725.9), "3725s")],
+)
+def test_the_step_window_is_whole_seconds_since_the_step_began_and_at_least_one(
+    elapsed: timedelta, window: str
+) -> None:
+    _, state = _compare_gate()
+    assert query_variables(state, T0 + elapsed)["step_window"] == window
+    # Not begun yet (a pending rollout tried now): the shortest window, never an error.
+    assert query_variables(RolloutState(plan=state.plan), T0)["step_window"] == "1s"
