@@ -298,6 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--compare-plan", type=Path, default=COMPARE_PLAN)
     parser.add_argument("--threshold-plan", type=Path, default=THRESHOLD_PLAN)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--plans", default="threshold,compare", help="which to run (default both)")
     parser.add_argument("--write-docs", action="store_true")
     args = parser.parse_args(argv)
     plans = {"threshold": args.threshold_plan}
@@ -314,6 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"compare plan skipped: {why[:300]}", file=sys.stderr)
     else:
         plans["compare"] = args.compare_plan
+    plans = {n: p for n, p in plans.items() if n in args.plans.split(",")}
     texts = {name: path.read_text() for name, path in plans.items()}
     tasks = tasks_for(texts, args.runs, args.cells)
     print(f"{len(tasks)} runs: {', '.join(plans)} plan(s), {args.workers} workers", flush=True)
