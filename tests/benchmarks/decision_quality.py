@@ -20,6 +20,7 @@ import multiprocessing
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -241,10 +242,14 @@ MODEL = f"""Model (tests/benchmarks/traffic_sim.py):
   (controller/demo/service.py), {", ".join(f"{b:g}" for b in sim.BOUNDS[:-1])} ms and +Inf.
 - Scrapes every {sim.SCRAPE_S:g} s into cumulative counters per side (requests by status,
   latency buckets; circuit-breaker opens stay 0: nothing in the model trips a breaker).
-  Counters begin {sim.WARMUP} before t0 with the previous step served.
+  Counters begin {sim.WARMUP.total_seconds() / 3600:g} h before t0 with the previous step
+  served.
 - Gates read as Prometheus answers the plan's queries: rate/increase with Prometheus'
   extrapolation, sum, histogram_quantile with linear interpolation in the bucket and the
   +Inf rule (tests/benchmarks/promql_sim.py); values classified by `stages.gates.classify`.
+  A compare gate's per-side counts over the step so far (`[${{step_window}}]`) are the
+  counter now minus the counter at the step's start, read by `stages.gates.compare_reading`
+  with the state's evidence.
 - Checks every plan interval from t0 through the real `stages.transitions.tick`, from a
   rollout `running` at the level's step started at t0; a decision changes the split from
   the next scrape. A run ends at the 50 % step, rolled_back, paused, or after
@@ -274,7 +279,8 @@ def section(
         f"(`make bench-decisions`): {runs} seeded runs per cell and plan, "
         f"{seconds / 60:.1f} minutes of wall time and {cpu / 60:.1f} CPU-minutes in 2 worker "
         f"processes on {m['nproc']} CPUs ({m['cpu']}, {platform.system()}, load average "
-        f"{os.getloadavg()[0]:.1f} at the end: the machine was shared), Python {m['python']}. "
+        f"{os.getloadavg()[0]:.1f} at the end: the machine was shared), "
+        f"Python {m['python']}, at commit {_commit()}. "
         "Plans: " + "; ".join(f"{n}: `{p}`" for n, p in plans.items()) + f".{skipped}",
         "",
         *headline(summaries, names),
@@ -284,6 +290,17 @@ def section(
         out += [f"### {name} plan, per cell", "", *details(summaries, name), ""]
     out += [MODEL, end]
     return "\n".join(out)
+
+
+def _commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        )
+    except OSError:
+        return "unknown"
+    dirty = subprocess.run(["git", "diff", "--quiet", "--", "stages"], cwd=ROOT).returncode
+    return out.stdout.strip() + (" (stages/ changed in the working tree)" if dirty else "")
 
 
 def _shown(path: Path) -> str:
