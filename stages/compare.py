@@ -68,6 +68,10 @@ class Evidence:
     weighted: float = 0.0
     information: float = 0.0
     log_e: float = 0.0  # the exact regression test's log e-value, product over steps
+    # Sum over start steps j of the product of e-values from j to the last finished
+    # step: the restarted tests, so a regression that begins at a wider step is not
+    # diluted by the healthy steps before it (``_restarted_log_e``).
+    restart_sum: float = 0.0
     segments: int = 0
     step_weighted: float = 0.0
     step_information: float = 0.0
@@ -90,6 +94,7 @@ class Evidence:
             weighted=self.weighted + self.step_weighted,
             information=self.information + self.step_information,
             log_e=self.log_e + self.step_log_e,
+            restart_sum=(self.restart_sum + 1) * math.exp(min(self.step_log_e, 700.0)),
             segments=self.segments + 1,
         )
 
@@ -117,6 +122,7 @@ class CompareStats:
     log_e: float = 0.0  # the exact regression test, every step so far
     segments: int = 0  # earlier steps whose evidence is included
     min_samples: float = 0.0
+    pooled: bool = False  # estimate and interval cover the earlier steps too
 
 
 def evaluate(
@@ -128,8 +134,10 @@ def evaluate(
     alpha: float,
     min_samples: float,
     expected_share: float | None,
+    steps: int = 1,
 ) -> CompareStats:
-    """The reading of one compare gate from this step's counts and earlier evidence."""
+    """The reading of one compare gate from this step's counts and earlier evidence;
+    ``steps`` is how many steps the plan has (the restarted tests' weights)."""
     margin = spec.worse_by
     prior = carried if carried is not None and carried.margin == margin else Evidence(margin)
     share, srm_p = _sample_ratio(new, old, expected_share)
@@ -147,7 +155,7 @@ def evaluate(
         log_e = log_e_regression(new, old.rate + margin, _scale(margin))
         step = _Step(weight * (new.rate - old.rate), weight, log_e)
     return _pooled(spec, new, old, prior, step, unless, alpha, min_samples, share, srm_p,
-                   expected_share)  # fmt: skip
+                   expected_share, steps)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,18 +177,27 @@ def _pooled(
     share: float | None,
     srm_p: float | None,
     expected_share: float | None,
+    steps: int,
 ) -> CompareStats:
     """Pool this step's contribution with the earlier steps' and read the interval.
     ``unless`` (waiting, assignment) wins over an undecided pooled interval."""
     margin = spec.worse_by
     weighted = prior.weighted + step.weighted
     information = prior.information + step.information
-    log_e = prior.log_e + step.log_e
+    log_e = _restarted_log_e(prior, step.log_e, steps)
     estimate = low = high = statistic = needed = None
     verdict = unless or Verdict.WAITING
+    pooled = False
     if information > 0:
         scales = sequential.taus(_scale(margin))
         interval = sequential.confidence_sequence(weighted, information, alpha, scales)
+        if prior.segments and step.information > 0 and interval.low <= margin:
+            # A regression may begin at this step: its own interval may show it where
+            # the pooled one, diluted by healthy steps before, does not yet.
+            alone = sequential.confidence_sequence(step.weighted, step.information, alpha, scales)
+            if alone.low > margin:
+                weighted, information, interval = step.weighted, step.information, alone
+        pooled = information > step.information
         estimate, low, high = weighted / information, interval.low, interval.high
         statistic = (estimate - margin) * math.sqrt(information)
         verdict = _verdict(interval, margin, log_e, alpha, unless)
@@ -189,7 +206,7 @@ def _pooled(
     return CompareStats(
         verdict, new, old, margin, alpha, estimate, low, high, statistic, needed,
         share, expected_share, srm_p, step.weighted, step.information, step.log_e, log_e,
-        prior.segments, min_samples,
+        prior.segments, min_samples, pooled,
     )  # fmt: skip
 
 
@@ -222,6 +239,20 @@ def _needed(
         return None
     per_request = step.information / new.exposures
     return max(0.0, math.ceil((total - information) / per_request))
+
+
+def _restarted_log_e(prior: Evidence, step_log_e: float, steps: int) -> float:
+    """log of the mean, over every step j the test could have started at, of the
+    product of the steps' e-values from j on (1 for a start not reached yet). Each is a
+    test martingale and the weights are fixed (1 / the plan's steps), so the mean is an
+    e-process too: Ville's bound holds for it, and a regression that begins at a wider
+    step is not diluted by the steps before it. It only ever takes the rollback: the
+    intervals above are a further condition, which can only make rollbacks rarer."""
+    started = prior.segments + 1
+    spare = max(steps, started) - started
+    current = math.exp(min(step_log_e, 700.0))
+    total = (prior.restart_sum + 1) * current + spare
+    return math.log(total / max(steps, started)) if total > 0 else -math.inf
 
 
 def log_e_regression(new: Side, reference: float, scale: float) -> float:
@@ -309,6 +340,9 @@ def describe(stats: CompareStats, on_regression: str, *, guardrail: bool = False
     interval = (
         f"{_points(stats.estimate)} pp (interval {_points(stats.low)}..{_points(stats.high)})"
     )
+    if stats.pooled:
+        steps = stats.segments + 1
+        rates, interval = f"this step {rates}", f"over {steps} steps {interval}"
     margin = f"{abs(stats.margin) * 100:.2f} pp"
     match stats.verdict:
         case Verdict.REGRESSION:

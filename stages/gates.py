@@ -132,6 +132,7 @@ def compare_reading(
         alpha=state.plan.compare_alpha(),
         min_samples=gate.min_samples,
         expected_share=expected_share(step),
+        steps=len(state.plan.steps),
     )
     outcome = _COMPARE_OUTCOMES[stats.verdict]
     if stats.verdict is compare.Verdict.UNDECIDED and spec.requires == "no_regression":

@@ -46,7 +46,11 @@ def test_injected_errors_are_rolled_back_automatically_with_the_reason_shown() -
     # The rollback is announced as it happens, with the gate and value behind it.
     alert = re.search(r"!!! AUTOMATIC ROLLBACK: controller: (step_back|rollback) .*", out)
     assert alert is not None, explain(result)
-    assert re.search(r"(abort|rollback): [\w-]+: [\d.]+ > (abort|rollback)_above", alert[0])
+    # A threshold ("0.15 > abort_above 0.05") or a compare gate's sentence ("new 75.00 %
+    # vs old 0.00 %, ... > 5.00 pp -> rollback; 10 vs 230 requests").
+    threshold = r"[\d.]+ > (abort|rollback)_above"
+    compared = r"new [\d.]+ % vs old [\d.]+ %.* > [\d.]+ pp -> (rollback|abort); [\d,]+ vs"
+    assert re.search(rf"(abort|rollback): [\w-]+: (this step )?({threshold}|{compared})", alert[0])
     summary = out[out.index("== summary ==") :]
     assert re.search(r"first rollback decision: \d+\.\ds after injection", summary), summary
     assert re.search(r"every evaluation on the old side: \d+\.\ds after injection", summary)

@@ -155,7 +155,12 @@ def test_error_spike_above_rollback_above_rolls_back_gradually(stack: Stack) -> 
     assert final["serving"]["percent"] == 0
     events = stack.automatic("spike")
     backs = [e for e in events if e["action"] == "step_back"]
-    assert [e["to_step"] for e in backs] == [1, 0]  # 50 % -> 5 % -> shadow, one at a time
+    # 50 % -> 5 %, one step at a time; from 5 % the step back would land in shadow, which
+    # serves nobody the new side: that is rolled_back, said so.
+    assert [e["to_step"] for e in backs] == [1]
+    ended = events[-1]
+    assert (ended["action"], ended["to_step"]) == ("rollback", 0)
+    assert "serves nobody the new side" in ended["reason"]
     assert "error-rate" in backs[0]["reason"] and "rollback_above" in backs[0]["reason"]
     reading = next(r for r in backs[0]["details"]["readings"] if r["gate"] == "error-rate")
     assert reading["outcome"] == "rollback" and reading["value"] > 0.05

@@ -168,10 +168,14 @@ def test_breach_steps_back_and_records_the_evidence(store: Store) -> None:
     rollouts, scheduler, clock = setup(store, GATED_PLAN, gates)
     run(scheduler, clock, 25)
     assert rollouts.get("gated", clock())["step"] == 1
+    run(scheduler, clock, 25)
+    assert rollouts.get("gated", clock())["step"] == 2
     gates.outcome = Outcome.ROLLBACK
     run(scheduler, clock, 10)
     view = rollouts.get("gated", clock())
-    assert (view["status"], view["step"]) == ("rolling_back", 0)
+    # From 50 % back to the canary (from the canary the plan would end rolled_back: its
+    # first step, shadow, serves nobody the new side; tests/unit/test_gate_modes.py).
+    assert (view["status"], view["step"]) == ("rolling_back", 1)
     with store.read() as s:
         evaluations = s.query(GateEvaluationRow).filter(GateEvaluationRow.outcome == "rollback")
         row = evaluations.first()
@@ -179,7 +183,7 @@ def test_breach_steps_back_and_records_the_evidence(store: Store) -> None:
         assert row.query == 'sum(rate(x{rollout="gated"}[1m]))'
         assert row.value == 0.5
     step_back = [t for t in transitions(store, "gated") if t[0] == "step_back"]
-    assert step_back == [("step_back", 0, "rolling_back")]
+    assert step_back == [("step_back", 1, "rolling_back")]
 
 
 def test_gate_source_down_holds_then_pauses_and_never_advances(store: Store) -> None:

@@ -261,3 +261,58 @@ def test_chi_square_two_cells() -> None:
     assert sequential.chi_square_p((50, 50), (50, 50)) == pytest.approx(1.0)
     # 3.84 is the 95 % point of chi-square with one degree of freedom.
     assert sequential.chi_square_p((59.8, 40.2), (50, 50)) == pytest.approx(0.05, abs=0.002)
+
+
+def _walk_steps(
+    shares: tuple[float, ...],
+    deltas: tuple[float, ...],
+    looks: int | tuple[int, ...],
+    rng: np.random.Generator,
+) -> Verdict | None:
+    """One rollout through several steps (segments), evidence carried between them;
+    the first decided regression, or None."""
+    carried = Evidence(SPEC.worse_by)
+    per_step = looks if isinstance(looks, tuple) else (looks,) * len(shares)
+    for share, delta, looks in zip(shares, deltas, per_step, strict=True):
+        traffic = Traffic(0.005, delta, share, 400, looks)
+        n_new, x_new, n_old, x_old = _draw(traffic, rng)
+        for k in range(looks):
+            stats = evaluate(
+                SPEC,
+                Side(float(x_new[k]), float(n_new[k])),
+                Side(float(x_old[k]), float(n_old[k])),
+                carried,
+                alpha=ALPHA,
+                min_samples=0,
+                expected_share=share,
+                steps=len(shares),
+            )
+            if stats.verdict is Verdict.REGRESSION:
+                return stats.verdict
+        carried = carried.with_step(stats).folded()
+    return None
+
+
+def test_across_steps_with_evidence_carried_false_rollbacks_stay_within_the_budget() -> None:
+    rng = np.random.default_rng(21)
+    runs = 150
+    shares = (0.01, 0.05, 0.25, 0.5)
+    rolled = sum(
+        _walk_steps(shares, (0.001,) * 4, 60, rng) is Verdict.REGRESSION for _ in range(runs)
+    )
+    assert rolled / runs <= _upper(ALPHA, runs)
+
+
+def test_a_regression_that_begins_at_a_wider_step_is_not_diluted_by_the_healthy_ones() -> None:
+    # Healthy at 5 and 25 % for long, then +0.4 pp at 50 % (a load-bound failure): the
+    # evidence pooled over all steps stays below the margin, but the restarted test sees
+    # the new step on its own. Measured on this loop: 28 of 30 caught with restarts, 1 of
+    # 30 with the product of the steps' e-values alone.
+    rng = np.random.default_rng(4)
+    runs = 30
+    caught = sum(
+        _walk_steps((0.05, 0.25, 0.5), (0.0, 0.0, 0.004), (1500, 1500, 150), rng)
+        is Verdict.REGRESSION
+        for _ in range(runs)
+    )
+    assert caught >= 0.8 * runs

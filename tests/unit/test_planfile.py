@@ -104,17 +104,25 @@ def test_runbook_top_level_fields_and_defaults(runbook: Plan) -> None:
 def test_runbook_gates_have_their_thresholds(runbook: Plan) -> None:
     gates = {gate.name: gate for gate in runbook.gates}
 
-    relative = gates["error-rate-vs-baseline"]
-    assert relative.thresholds() == {"rollback_above": 0.01, "hold_above": 0.001}
-    assert relative.sustain == timedelta(minutes=5)
-    assert relative.baseline is not None and 'variant="old"' in relative.baseline
+    # "canary error rate <= baseline + 0.1 %": a compare gate over the step so far.
+    errors = gates["errors-vs-old"].compare
+    assert errors is not None and errors.worse_by == 0.001
+    assert "${step_window}" in errors.events and 'status="error"' in errors.events
+    assert errors.requires == "not_worse" and errors.on_regression == "rollback"
+    slow = gates["slow-vs-old"].compare
+    assert slow is not None and (slow.histogram, slow.slower_than) == (
+        "memory_operation_latency_ms",
+        200,
+    )
+    assert runbook.false_rollback_budget == 0.01
+    # Gross breaches stay absolute, each with a minimum sample.
     assert gates["error-rate"].thresholds() == {"abort_above": 0.05}
-    assert gates["error-rate"].sustain == timedelta(0)
-    assert gates["p99-latency-ms"].thresholds() == {"abort_above": 500, "hold_above": 250}
+    assert gates["error-rate"].min_samples == 100
+    assert gates["p99-latency-ms"].thresholds() == {"abort_above": 500, "rollback_above": 400}
     assert gates["circuit-breaker-opens"].thresholds() == {"rollback_above": 0}
-    # Only the baseline gate is scoped: the old side has no traffic at full.
-    assert relative.stages == {Stage.CANARY, Stage.GRADUATED, Stage.REGIONAL}
-    assert all(not gate.stages for gate in runbook.gates if gate is not relative)
+    # Read gates never apply in shadow, where nobody reads the new side.
+    reads = [gates[name] for name in ("errors-vs-old", "slow-vs-old", "error-rate")]
+    assert all(Stage.SHADOW not in gate.stages for gate in reads)
 
 
 def test_demo_plan_is_the_runbook_in_seconds(runbook: Plan) -> None:
@@ -146,7 +154,9 @@ def test_canonical_form_lists_the_regions_each_step_adds(runbook: Plan) -> None:
         ["ap-southeast-1", "eu-west-1"],
     ]
     assert "percent" not in steps[7]
-    assert plan_to_dict(runbook)["gates"][0]["for"] == "5m"
+    gates = plan_to_dict(runbook)["gates"]
+    assert (gates[0]["kind"], gates[0]["worse_by"]) == ("compare", 0.001)
+    assert (gates[2]["for"], gates[2]["min_samples"]) == ("0s", 100)
 
 
 # --- more of the format ------------------------------------------------------------------
