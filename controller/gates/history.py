@@ -46,7 +46,7 @@ def compare_view(r: GateReading) -> dict[str, Any] | None:
     on_regression = "abort" if r.outcome is Outcome.ABORT else "rollback"
     return {
         "verdict": stats.verdict.value,
-        "sentence": describe(stats, on_regression),
+        "sentence": describe(stats, on_regression, guardrail=r.outcome is Outcome.OK),
         "new": _side(stats, new=True),
         "old": _side(stats, new=False),
         "estimate": _finite(stats.estimate),
