@@ -138,7 +138,7 @@ def _comparison(report: Report, path: Path, fields: Mapping[str, object]) -> Com
         by=by,
         new=field(report, fields, path, "new", text, "new"),
         old=field(report, fields, path, "old", text, "old"),
-        srm_tolerance=field(report, fields, path, "srm_tolerance", at_least(0), 0.2),
+        srm_tolerance=field(report, fields, path, "srm_tolerance", at_least(0), 0.5),
         histogram=_histogram_name(fields),
         slower_than=field(report, fields, path, "slower_than", number, None),
     )

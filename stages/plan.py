@@ -60,7 +60,11 @@ class Comparison:
     by: str = "variant"  # the label that names the side
     new: str = "new"  # its value on the new side
     old: str = "old"
-    srm_tolerance: float = 0.2  # relative: a share off by more than this, and significant
+    # Relative: a share off by more than this (and significant) is a mismatch. Exposures
+    # are requests while the split is of users, and heavy users move the share: a 1 %
+    # group of 200 users with gamma(0.5) request weights has 0.77 % of requests (measured
+    # in the decision benchmark), so 20 % held correct splits.
+    srm_tolerance: float = 0.5
     # What lets a step advance: "not_worse" (the interval below the margin; undecided
     # holds) or "no_regression" (a guardrail: undecided is ok once min_samples are in;
     # only a shown regression acts). Small canaries rarely show "not worse" in hours.
