@@ -75,13 +75,13 @@ def test_the_timeline_as_text(prometheus: str, plan_file: Path) -> None:
     )
     assert lines[2].startswith(f"{clock(T0 + 60 * MINUTE)}  step 2 (canary 25%) -> step 3")
     assert lines[3].startswith(
-        f"{clock(T0 + 78 * MINUTE)}  step 3 (graduated 50%) -> step 2 (canary 25%)  "
-        "step_back: rollback: error-rate: 0.1"
+        f"{clock(T0 + 77 * MINUTE)}  step 3 (graduated 50%) -> step 2 (canary 25%)  "
+        "step_back: rollback: errors-vs-old: new "
     )
-    assert lines[4].startswith(f"{clock(T0 + 88 * MINUTE)}  step 2 (canary 25%) -> step 1")
-    assert lines[5].startswith(f"{clock(T0 + 98 * MINUTE)}  step 1 (canary 10%) -> rolled back")
+    assert lines[4].startswith(f"{clock(T0 + 87 * MINUTE)}  step 2 (canary 25%) -> step 1")
+    assert lines[5].startswith(f"{clock(T0 + 97 * MINUTE)}  step 1 (canary 10%) -> rolled back")
     assert lines[6] == (
-        f"ended: rolled back at {clock(T0 + 98 * MINUTE)}, after 99 checks; 0 gate errors, "
+        f"ended: rolled back at {clock(T0 + 97 * MINUTE)}, after 98 checks; 0 gate errors, "
         "0 no-data readings"
     )
     assert len(lines) == 7
@@ -95,7 +95,7 @@ def test_the_timeline_as_json(prometheus: str, plan_file: Path) -> None:
 
     assert done.returncode == 0, done.stderr
     body = json.loads(done.stdout)
-    assert (body["ended"], body["checks"], body["gate_errors"]) == ("rolled back", 99, 0)
+    assert (body["ended"], body["checks"], body["gate_errors"]) == ("rolled back", 98, 0)
     assert body["final"] == {"status": "rolled_back", "step": 1, "step_index": 0}
     first = body["events"][0]
     assert first["at"] == iso(T0 + 30 * MINUTE)

@@ -76,10 +76,12 @@ gates:
 EXPECTED = [
     (30, "advance", 0, 1, "running"),  # 30 m dwell, every gate ok
     (60, "advance", 1, 2, "running"),
-    # The jump at 75 m: the 5 m rate crosses 5 % at 76 m, sustained 2 m at 78 m.
-    (78, "step_back", 2, 1, "rolling_back"),
-    (88, "step_back", 1, 0, "rolling_back"),  # still breached after observing 10 m
-    (98, "rollback", 0, 0, "rolled_back"),  # and again, at the first step
+    # The jump at 75 m: the compare gate sees the 50 % step's own counts worse by more
+    # than its margin at 77 m (the threshold's 5 m rate would cross 5 % at 76 m and be
+    # sustained for 2 m at 78 m).
+    (77, "step_back", 2, 1, "rolling_back"),
+    (87, "step_back", 1, 0, "rolling_back"),  # still breached after observing 10 m
+    (97, "rollback", 0, 0, "rolled_back"),  # and again, at the first step
 ]
 
 
@@ -106,10 +108,12 @@ def test_the_timeline_over_known_history(prometheus: str) -> None:
     ]
     assert moves == EXPECTED
     assert timeline.ended == "rolled back"
-    assert (timeline.checks, timeline.gate_errors) == (99, 0)
+    assert (timeline.checks, timeline.gate_errors) == (98, 0)
     step_back = timeline.transitions[2]
-    assert step_back.reason.startswith("rollback: error-rate: 0.1")
-    assert "> rollback_above 0.05; stepping back to step 2 (canary 25%)" in step_back.reason
+    # Decided on the 50 % step's own interval: the healthy steps before would dilute it.
+    assert step_back.reason.startswith("rollback: errors-vs-old: new ")
+    assert "> 1.00 pp -> rollback;" in step_back.reason
+    assert step_back.reason.endswith("stepping back to step 2 (canary 25%)")
     # The readings behind it, as of that minute: the compare gate read the step's counts.
     by_gate = {r.gate: r for r in step_back.readings}
     assert by_gate["error-rate"].value is not None and by_gate["error-rate"].value > 0.05
