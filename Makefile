@@ -33,8 +33,10 @@ typecheck: $(BIN)/rollout
 unit: $(BIN)/rollout
 	$(BIN)/pytest tests/unit -q
 
+# Two workers, a test file each at a time (module fixtures such as a Prometheus stay
+# within one worker); --durations names the slow ones in CI's log.
 test: setup lint typecheck
-	$(BIN)/pytest -q --cov --cov-report=term:skip-covered
+	$(BIN)/pytest -q -n 2 --dist loadfile --durations=15 --cov --cov-report=term:skip-covered
 
 bench: setup
 	$(BIN)/python -m tests.benchmarks.detection_latency
