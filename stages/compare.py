@@ -78,12 +78,10 @@ class Evidence:
     step_log_e: float = 0.0
 
     def with_step(self, stats: CompareStats) -> Evidence:
-        return replace(
-            self,
-            step_weighted=stats.step_weighted,
-            step_information=stats.step_information,
-            step_log_e=stats.step_log_e,
-        )
+        return Evidence(
+            self.margin, self.weighted, self.information, self.log_e, self.restart_sum,
+            self.segments, stats.step_weighted, stats.step_information, stats.step_log_e,
+        )  # fmt: skip
 
     def folded(self) -> Evidence:
         """The current step ends: its contribution joins the finished ones."""
@@ -191,7 +189,12 @@ def _pooled(
     if information > 0:
         scales = sequential.taus(_scale(margin))
         interval = sequential.confidence_sequence(weighted, information, alpha, scales)
-        if prior.segments and step.information > 0 and interval.low <= margin:
+        if (
+            prior.segments
+            and step.information > 0
+            and interval.low <= margin
+            and step.weighted > margin * step.information  # this step's own estimate
+        ):
             # A regression may begin at this step: its own interval may show it where
             # the pooled one, diluted by healthy steps before, does not yet.
             alone = sequential.confidence_sequence(step.weighted, step.information, alpha, scales)

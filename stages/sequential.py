@@ -81,7 +81,7 @@ def boundary(v: float, alpha: float, scales: Sequence[float]) -> float:
     s = high
     for _ in range(_NEWTON_STEPS):
         value, slope = _log_mixture_and_slope(s, v, scales)
-        if value - target <= 1e-12 or slope <= 0:
+        if value - target <= 1e-9 or slope <= 0:
             break
         s = max(low, s - (value - target) / slope)
     return s
