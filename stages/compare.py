@@ -280,8 +280,7 @@ def log_e_regression(new: Side, reference: float, scale: float) -> float:
         terms.append(x * math.log(worse / r) + (n - x) * math.log((1 - worse) / (1 - r)))
     if not terms:
         return 0.0
-    top = max(terms)
-    return top + math.log(sum(math.exp(t - top) for t in terms) / len(_REGRESSION_GRID))
+    return sequential.log_mean_exp(terms, len(_REGRESSION_GRID))
 
 
 def _segment_information(new: Side, old: Side, margin: float) -> float:

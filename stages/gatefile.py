@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 
 from stages.fields import (
+    Reader,
     at_least,
     choice,
     duration,
@@ -222,18 +223,18 @@ def _margin(report: Report, path: Path, value: object) -> float | None:
     return margin
 
 
-def _regression_level(report: Report, path: Path, value: object) -> str | None:
-    if value in _ON_REGRESSION:
-        return str(value)
-    report.add(path, f"{value!r} is not one of: {', '.join(_ON_REGRESSION)}")
-    return None
+def _one_of(values: tuple[str, ...]) -> Reader[str]:
+    def read(report: Report, path: Path, value: object) -> str | None:
+        if value in values:
+            return str(value)
+        report.add(path, f"{value!r} is not one of: {', '.join(values)}")
+        return None
+
+    return read
 
 
-def _requirement(report: Report, path: Path, value: object) -> str | None:
-    if value in _REQUIRES:
-        return str(value)
-    report.add(path, f"{value!r} is not one of: {', '.join(_REQUIRES)}")
-    return None
+_regression_level = _one_of(_ON_REGRESSION)
+_requirement = _one_of(_REQUIRES)
 
 
 def _thresholds(report: Report, path: Path, fields: Mapping[str, object]) -> dict[str, float]:

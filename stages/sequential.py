@@ -49,14 +49,15 @@ def taus(scale: float) -> tuple[float, ...]:
     return tuple(scale * k for k in TAU_MULTIPLES)
 
 
+def log_mean_exp(terms: Sequence[float], count: int) -> float:
+    """``log(sum(exp(terms)) / count)`` without overflow; terms left out count as 0."""
+    top = max(terms)
+    return top + math.log(sum(math.exp(t - top) for t in terms) / count)
+
+
 def log_mixture(s: float, v: float, scales: Sequence[float]) -> float:
     """log M(S, V), averaged over the mixture scales."""
-    terms = []
-    for tau in scales:
-        rho = tau * tau
-        terms.append(-0.5 * math.log1p(rho * v) + rho * s * s / (2 * (1 + rho * v)))
-    top = max(terms)
-    return top + math.log(sum(math.exp(t - top) for t in terms) / len(terms))
+    return _log_mixture_and_slope(s, v, scales)[0]
 
 
 def _single_boundary(v: float, alpha: float, tau: float) -> float:
