@@ -30,6 +30,7 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass, replace
+from statistics import NormalDist
 
 from stages import sequential
 from stages.plan import Comparison
@@ -38,6 +39,9 @@ from stages.plan import Comparison
 SRM_P = 0.001
 # The worse rates the exact regression test mixes over: reference + k * margin.
 _REGRESSION_GRID = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+# ``user_spread`` is given for a 1 % group against the rest; the gap's variance goes as
+# 1 / (f (1 - f)) for a group of share f (docs/concepts.md, "Who is on each side").
+_SPREAD_SHARE = 0.01
 
 
 class Verdict(enum.StrEnum):
@@ -76,17 +80,30 @@ class Evidence:
     step_weighted: float = 0.0
     step_information: float = 0.0
     step_log_e: float = 0.0
+    # Sum over finished steps of information x the step's allowance for who is on each
+    # side (``user_spread``): the pooled interval widens by the weighted mean.
+    allowance_weighted: float = 0.0
+    step_allowance_weighted: float = 0.0
 
     def with_step(self, stats: CompareStats) -> Evidence:
-        return Evidence(
-            self.margin, self.weighted, self.information, self.log_e, self.restart_sum,
-            self.segments, stats.step_weighted, stats.step_information, stats.step_log_e,
-        )  # fmt: skip
+        return replace(
+            self,
+            step_weighted=stats.step_weighted,
+            step_information=stats.step_information,
+            step_log_e=stats.step_log_e,
+            step_allowance_weighted=stats.step_information * stats.step_allowance,
+        )
 
     def folded(self) -> Evidence:
         """The current step ends: its contribution joins the finished ones."""
         if self.step_information <= 0:
-            return replace(self, step_weighted=0.0, step_information=0.0, step_log_e=0.0)
+            return replace(
+                self,
+                step_weighted=0.0,
+                step_information=0.0,
+                step_log_e=0.0,
+                step_allowance_weighted=0.0,
+            )
         return Evidence(
             margin=self.margin,
             weighted=self.weighted + self.step_weighted,
@@ -94,6 +111,7 @@ class Evidence:
             log_e=self.log_e + self.step_log_e,
             restart_sum=(self.restart_sum + 1) * math.exp(min(self.step_log_e, 700.0)),
             segments=self.segments + 1,
+            allowance_weighted=self.allowance_weighted + self.step_allowance_weighted,
         )
 
 
@@ -121,6 +139,10 @@ class CompareStats:
     segments: int = 0  # earlier steps whose evidence is included
     min_samples: float = 0.0
     pooled: bool = False  # estimate and interval cover the earlier steps too
+    # How far who is on each side can move delta by chance (``user_spread`` at this
+    # step's share), included in ``low``..``high``: this step's, and the one applied.
+    step_allowance: float = 0.0
+    allowance: float = 0.0
 
 
 def evaluate(
@@ -139,7 +161,11 @@ def evaluate(
     margin = spec.worse_by
     prior = carried if carried is not None and carried.margin == margin else Evidence(margin)
     share, srm_p = _sample_ratio(new, old, expected_share)
-    step = _Step(0.0, 0.0, 0.0)
+    # With a user spread, half the budget is for the requests (the sequential test) and
+    # half for who is on each side (the allowance).
+    half = alpha / 2 if spec.user_spread > 0 else alpha
+    allowance = user_allowance(spec.user_spread, _group_share(expected_share, share), half)
+    step = _Step(0.0, 0.0, 0.0, allowance)
     if _mismatch(share, srm_p, expected_share, spec.srm_tolerance):
         unless: Verdict | None = Verdict.ASSIGNMENT
     elif (
@@ -150,10 +176,11 @@ def evaluate(
         unless = Verdict.WAITING
     else:
         unless = None
-        log_e = log_e_regression(new, old.rate + margin, _scale(margin))
-        step = _Step(weight * (new.rate - old.rate), weight, log_e)
-    return _pooled(spec, new, old, prior, step, unless, alpha, min_samples, share, srm_p,
-                   expected_share, steps)  # fmt: skip
+        log_e = log_e_regression(new, old.rate + margin + allowance, _scale(margin))
+        step = _Step(weight * (new.rate - old.rate), weight, log_e, allowance)
+    stats = _pooled(spec, new, old, prior, step, unless, half, min_samples, share, srm_p,
+                    expected_share, steps)  # fmt: skip
+    return replace(stats, alpha=alpha)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +188,25 @@ class _Step:
     weighted: float
     information: float
     log_e: float
+    allowance: float
+
+
+def user_allowance(spread: float, share: float | None, alpha: float) -> float:
+    """How far the gap between a random group of users (``share`` of them) and the rest
+    can be from the change's own effect, by chance of who is in the group, at level
+    ``alpha``: the z-quantile times ``spread`` scaled from a 1 % group to this share.
+    Drawn once per step and fixed while the step lasts, so one bound holds at every
+    look; the test of the requests takes the rest of the budget."""
+    if spread <= 0 or share is None or not 0 < share < 1:
+        return 0.0
+    scale = math.sqrt(_SPREAD_SHARE * (1 - _SPREAD_SHARE) / (share * (1 - share)))
+    return NormalDist().inv_cdf(1 - alpha) * spread * scale
+
+
+def _group_share(expected: float | None, measured: float | None) -> float | None:
+    # The users' share is the step's percent; a regional step has none, and there the
+    # measured share of requests stands in for it.
+    return expected if expected is not None and 0 < expected < 1 else measured
 
 
 def _pooled(
@@ -186,9 +232,13 @@ def _pooled(
     estimate = low = high = statistic = needed = None
     verdict = unless or Verdict.WAITING
     pooled = False
+    allowance = 0.0
     if information > 0:
         scales = sequential.taus(_scale(margin))
-        interval = sequential.confidence_sequence(weighted, information, alpha, scales)
+        allowance = (prior.allowance_weighted + step.information * step.allowance) / information
+        interval = _widened(
+            sequential.confidence_sequence(weighted, information, alpha, scales), allowance
+        )
         if (
             prior.segments
             and step.information > 0
@@ -197,20 +247,33 @@ def _pooled(
         ):
             # A regression may begin at this step: its own interval may show it where
             # the pooled one, diluted by healthy steps before, does not yet.
-            alone = sequential.confidence_sequence(step.weighted, step.information, alpha, scales)
+            alone = _widened(
+                sequential.confidence_sequence(step.weighted, step.information, alpha, scales),
+                step.allowance,
+            )
             if alone.low > margin:
                 weighted, information, interval = step.weighted, step.information, alone
+                allowance = step.allowance
         pooled = information > step.information
         estimate, low, high = weighted / information, interval.low, interval.high
         statistic = (estimate - margin) * math.sqrt(information)
         verdict = _verdict(interval, margin, log_e, alpha, unless)
         if verdict is Verdict.UNDECIDED:
-            needed = _needed(new, step, abs(estimate - margin), information, alpha, scales)
+            distance = abs(estimate - margin) - allowance
+            needed = (
+                _needed(new, step, distance, information, alpha, scales) if distance > 0 else None
+            )
     return CompareStats(
         verdict, new, old, margin, alpha, estimate, low, high, statistic, needed,
         share, expected_share, srm_p, step.weighted, step.information, step.log_e, log_e,
-        prior.segments, min_samples, pooled,
+        prior.segments, min_samples, pooled, step.allowance, allowance,
     )  # fmt: skip
+
+
+def _widened(interval: sequential.Interval, allowance: float) -> sequential.Interval:
+    if allowance <= 0:
+        return interval
+    return sequential.Interval(interval.low - allowance, interval.high + allowance)
 
 
 def _verdict(
@@ -339,8 +402,10 @@ def describe(stats: CompareStats, on_regression: str, *, guardrail: bool = False
             f"waiting for traffic: {_count(stats.new.exposures)} of "
             f"{_count(max(stats.min_samples, 1))} new-side requests this step"
         )
+    spread = f", of which ±{stats.allowance * 100:.2f} for who is on each side"
     interval = (
-        f"{_points(stats.estimate)} pp (interval {_points(stats.low)}..{_points(stats.high)})"
+        f"{_points(stats.estimate)} pp (interval {_points(stats.low)}..{_points(stats.high)}"
+        f"{spread if stats.allowance > 0 else ''})"
     )
     if stats.pooled:
         steps = stats.segments + 1
@@ -356,6 +421,11 @@ def describe(stats: CompareStats, on_regression: str, *, guardrail: bool = False
             tail += f"{_count(max(stats.min_samples, 1))} new-side requests)"
         case _ if guardrail:
             tail = f"includes {margin}: no regression shown -> ok (requires: no_regression)"
+        case _ if stats.needed is None and stats.allowance > 0:
+            tail = (
+                f"includes {margin} -> hold; who is on each side could explain the gap at "
+                "this step's size, more requests alone may not decide it"
+            )
         case _:
             more = f"about {_count(stats.needed)} more" if stats.needed is not None else "more"
             tail = f"includes {margin} -> hold, needs {more} new-side requests"

@@ -339,6 +339,8 @@ def _dwell(state: RolloutState, readings: Sequence[GateReading], now: datetime) 
         waiting.extend(_delays_left(state, gates, now))
     if waiting:
         return Hold("; ".join(waiting))
+    if state.blocked:
+        return Hold(f"ready to advance, but {'; '.join(state.blocked)}")
     evidence = f"{oks} ok evaluations in a row" if gates else "timed ramp"
     return _next(state, f"dwell {format_duration(plan.steps[state.step].hold)} done, {evidence}")
 

@@ -40,6 +40,7 @@ COMPARE_FIELDS = (
     *_COMMON,
     *("events", "exposures", "histogram", "slower_than", "worse_by", "min_samples"),
     *("on_regression", "requires", "by", "new", "old", "srm_tolerance"),
+    "user_spread",
 )
 # Both sides are read only here: in shadow nobody reads the new side, at full nobody
 # the old one.
@@ -142,6 +143,7 @@ def _comparison(report: Report, path: Path, fields: Mapping[str, object]) -> Com
         srm_tolerance=field(report, fields, path, "srm_tolerance", at_least(0), 0.5),
         histogram=_histogram_name(fields),
         slower_than=field(report, fields, path, "slower_than", number, None),
+        user_spread=field(report, fields, path, "user_spread", _margin, 0.0),
     )
 
 

@@ -71,6 +71,13 @@ class Comparison:
     requires: str = "not_worse"
     histogram: str | None = None
     slower_than: float | None = None
+    # Users, not requests, are what the split assigns, and users differ: a random 1 % of
+    # them has its own error rate, off the rest's by a chance amount that more requests
+    # do not shrink (only more users do). ``user_spread`` is the standard deviation of
+    # that gap for a 1 % group and a change that does nothing (absolute, like
+    # ``worse_by``); 0 treats requests as independent. stages.compare scales it to the
+    # step and widens the interval by it (docs/concepts.md, "Who is on each side").
+    user_spread: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

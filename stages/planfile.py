@@ -486,6 +486,7 @@ def _compare_to_dict(gate: Gate, compare: Comparison) -> dict[str, Any]:
     out.update(worse_by=_plain(compare.worse_by), min_samples=_plain(gate.min_samples))
     out.update(on_regression=compare.on_regression, requires=compare.requires, by=compare.by)
     out.update(new=compare.new, old=compare.old, srm_tolerance=_plain(compare.srm_tolerance))
+    out.update(user_spread=_plain(compare.user_spread))
     return _common_to_dict(gate, out)
 
 

@@ -118,6 +118,10 @@ class RolloutState:
     # Per compare gate: the evidence of earlier steps and the current step's latest,
     # kept across steps (a step back keeps what the wider step showed); a retry clears it.
     evidence: Mapping[str, Evidence] = field(default_factory=dict)
+    # Why advances are stopped from outside the plan, set by the shell each tick (a
+    # freeze in scope, an alert that holds): each a sentence a person reads. They stop
+    # automatic advances and completions only; rollbacks and aborts still act.
+    blocked: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

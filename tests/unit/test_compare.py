@@ -11,12 +11,13 @@ loop with a repeated fixed-horizon z-test shows what the anytime-valid test prev
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from statistics import NormalDist
 
 import numpy as np
 import pytest
 
-from stages import sequential
+from stages import compare, sequential
 from stages.compare import Evidence, Side, Verdict, describe, evaluate
 from stages.plan import Comparison
 
@@ -139,10 +140,16 @@ def test_power_regressions_beyond_the_margin_are_caught(traffic: Traffic, within
     assert float(np.median(found["looks"])) <= within
 
 
-def _stats(new: Side, old: Side, carried: Evidence | None = None, **kw: object):
+def _stats(
+    new: Side,
+    old: Side,
+    carried: Evidence | None = None,
+    spec: Comparison = SPEC,
+    **kw: object,
+):
     args = {"alpha": 0.01, "min_samples": 0.0, "expected_share": 0.05}
     args.update(kw)
-    return evaluate(SPEC, new, old, carried, **args)  # type: ignore[arg-type]
+    return evaluate(spec, new, old, carried, **args)  # type: ignore[arg-type]
 
 
 def test_below_the_minimum_sample_it_waits_and_says_how_far_it_is() -> None:
@@ -316,3 +323,108 @@ def test_a_regression_that_begins_at_a_wider_step_is_not_diluted_by_the_healthy_
         for _ in range(runs)
     )
     assert caught >= 0.8 * runs
+
+
+# --- who is on each side: users differ, and the split assigns users -------------------------
+
+POPULATION = 2_000  # users; a 5 % group is 100 of them
+GROUP_SHARE = 0.05
+HALF_POINT = Comparison(events="e", exposures="x", worse_by=0.0005)
+
+
+def _population(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    # The decision benchmark's model: error propensity Beta(0.5, 99.5) (mean 0.5 %),
+    # request weight Gamma(0.5) (some users are heavy).
+    return rng.beta(0.5, 99.5, POPULATION), rng.gamma(0.5, 1.0, POPULATION)
+
+
+def _side_rates(rng: np.random.Generator) -> tuple[float, float, float]:
+    """A random group's and the rest's request-weighted error rates, and the group's
+    share of requests."""
+    p, w = _population(rng)
+    group = rng.random(POPULATION) < GROUP_SHARE
+    rate = lambda m: float(w[m] @ p[m] / w[m].sum())  # noqa: E731
+    return rate(group), rate(~group), float(w[group].sum() / w.sum())
+
+
+def _spread_at_one_percent(seed: int, draws: int = 3000) -> float:
+    """The gap's standard deviation for a change that does nothing, measured at the
+    group's share and stated for a 1 % group, as a plan declares ``user_spread``."""
+    rng = np.random.default_rng(seed)
+    gaps = [a - b for a, b, _ in (_side_rates(rng) for _ in range(draws))]
+    f = GROUP_SHARE
+    return float(np.std(gaps)) * math.sqrt(f * (1 - f) / (0.01 * 0.99))
+
+
+def _heterogeneous_rollbacks(spec: Comparison, runs: int, seed: int) -> int:
+    """Runs where a change that does nothing is rolled back at any of 60 looks: the
+    groups' own rates differ (fixed per run), requests are binomial on top."""
+    rng = np.random.default_rng(seed)
+    rolled = 0
+    for _ in range(runs):
+        p_new, p_old, share = _side_rates(rng)
+        n_new = np.cumsum(rng.poisson(20_000 * share, 60))
+        n_old = np.cumsum(rng.poisson(20_000 * (1 - share), 60))
+        x_new = np.cumsum(rng.binomial(np.diff(n_new, prepend=0), p_new))
+        x_old = np.cumsum(rng.binomial(np.diff(n_old, prepend=0), p_old))
+        for k in range(60):
+            stats = evaluate(
+                spec,
+                Side(float(x_new[k]), float(n_new[k])),
+                Side(float(x_old[k]), float(n_old[k])),
+                None,
+                alpha=ALPHA,
+                min_samples=0,
+                expected_share=GROUP_SHARE,
+            )
+            if stats.verdict is Verdict.REGRESSION:
+                rolled += 1
+                break
+    return rolled
+
+
+def test_treating_requests_as_independent_rolls_back_changes_that_do_nothing() -> None:
+    # The control: a random 100 of 2,000 heterogeneous users differ from the rest by
+    # more than a 0.05 pp margin often enough, and 1.2 million requests see it.
+    runs = 200
+    rolled = _heterogeneous_rollbacks(HALF_POINT, runs, seed=21)
+    assert rolled / runs > 3 * ALPHA, rolled
+
+
+def test_with_the_user_spread_changes_that_do_nothing_stay_within_the_budget() -> None:
+    runs = 200
+    spread = _spread_at_one_percent(seed=22)
+    spec = replace(HALF_POINT, user_spread=spread)
+    rolled = _heterogeneous_rollbacks(spec, runs, seed=21)
+    assert rolled / runs <= _upper(ALPHA, runs), (rolled, spread)
+
+
+def test_the_allowance_shrinks_as_the_group_grows() -> None:
+    at = {f: compare.user_allowance(0.001, f, 0.025) for f in (0.01, 0.05, 0.25, 0.5)}
+    assert at[0.01] == pytest.approx(NormalDist().inv_cdf(0.975) * 0.001)
+    assert at[0.01] > at[0.05] > at[0.25] > at[0.5] > 0
+    # The gap's variance goes as 1 / (f (1 - f)).
+    assert at[0.25] / at[0.01] == pytest.approx(math.sqrt(0.01 * 0.99 / (0.25 * 0.75)))
+    assert compare.user_allowance(0.0, 0.01, 0.025) == 0.0
+    assert compare.user_allowance(0.001, None, 0.025) == 0.0
+
+
+def test_a_gross_regression_is_still_caught_through_the_allowance() -> None:
+    spec = Comparison(events="e", exposures="x", worse_by=0.001, user_spread=0.0009)
+    stats = _stats(Side(30, 500), Side(250, 50_000), spec=spec, expected_share=0.01)
+    assert stats.verdict is Verdict.REGRESSION
+    assert stats.allowance == pytest.approx(compare.user_allowance(0.0009, 0.01, 0.005))
+    assert stats.alpha == 0.01  # the gate's whole budget is shown, not its halves
+    assert "for who is on each side" in describe(stats, "rollback")
+
+
+def test_the_allowance_holds_a_small_gap_a_small_group_could_have_by_chance() -> None:
+    # +0.3 pp over 100,000 new-side requests: decided without the spread, and within
+    # what a 1 % group of users can show by chance with it.
+    new, old = Side(800, 100_000), Side(50_000, 10_000_000)
+    plain = _stats(new, old, expected_share=0.01)
+    spec = Comparison(events="e", exposures="x", worse_by=0.001, user_spread=0.0009)
+    spread = _stats(new, old, spec=spec, expected_share=0.01)
+    assert plain.verdict is Verdict.REGRESSION
+    assert spread.verdict is Verdict.UNDECIDED
+    assert spread.low is not None and spread.low <= SPEC.worse_by

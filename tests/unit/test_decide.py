@@ -755,3 +755,18 @@ def test_a_gated_step_advances_after_dwell_and_min_evaluations() -> None:
 
     assert [type(d) for d, _ in results] == [Hold, Hold, Hold, Hold, Advance, Hold]
     assert results[4][1].step == 1
+
+
+def test_a_block_from_outside_the_plan_holds_an_advance_and_says_why() -> None:
+    blocked = replace(running(GATED), blocked=("frozen by INC-123 until 14:00",))
+    decision = decide(blocked, readings(DONE, error_rate=OK), DONE)
+
+    assert isinstance(decision, Hold)
+    assert "frozen by INC-123 until 14:00" in decision.reason
+
+
+def test_a_block_never_stops_a_rollback() -> None:
+    blocked = replace(running(GATED), blocked=("frozen by INC-123",))
+    decision = decide(blocked, readings(DONE, error_rate=ROLLBACK), DONE)
+
+    assert isinstance(decision, StepBack | RollBack)
