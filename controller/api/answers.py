@@ -195,6 +195,11 @@ class CompareAnswer(Answer):
     srm_p: Measured = Field(description="p-value of the sample-ratio check")
     segments: int = Field(description="earlier steps whose evidence is pooled in")
     min_samples: Measured
+    allowance: Measured = Field(
+        default=None,
+        description="how far who is on each side can move the gap by chance (user_spread "
+        "scaled to the step), included in low..high; 0 without user_spread",
+    )
 
 
 class GateReadingAnswer(Answer):
