@@ -164,7 +164,3 @@ def _zone(report: Report, path: Path, value: object) -> str | None:
 def _known_zones() -> frozenset[str]:
     # Read once per process: the database lists its zones by walking its files.
     return frozenset(zoneinfo.available_timezones()) - _NOT_PLACES
-
-
-def problems_text(error: PlanError) -> str:
-    return "; ".join(str(problem) for problem in error.problems)
