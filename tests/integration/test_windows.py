@@ -28,7 +28,8 @@ from stages.actions import Action
 from stages.state import Outcome
 from stages.windowfile import parse_windows_text
 from tests.integration.test_scheduler import Clock, FakeGates, tick, transitions
-from tests.serving import Server, running_server
+from tests.integration.test_ui_security import page, session_of, sign_in
+from tests.serving import ADMIN_TOKEN, Server, running_server
 from tests.waiting import wait_until
 
 OFFICE = """\
@@ -189,7 +190,8 @@ def start(c: httpx.Client, text: str, name: str) -> None:
 
 
 def held_by_window(c: httpx.Client, name: str) -> bool:
-    return "outside change window" in str(rollout(c, name)["reason"])
+    """The dwell is done and the closed window is what holds it."""
+    return str(rollout(c, name)["reason"]).startswith("ready to advance, but outside change window")
 
 
 def test_the_server_holds_outside_the_global_window_and_says_so(
@@ -270,3 +272,22 @@ def test_the_kill_switch_acts_outside_the_window(windowed_server: Server) -> Non
         assert (view["status"], view["kill_switch"]) == ("paused", True)
         served = c.get(f"/api/v1/evaluate/{name}", params={"targetingKey": "u-1"}).json()
         assert served["reason"] == "DISABLED"
+
+
+def test_the_rollout_page_says_the_window_is_closed_and_when_it_opens(
+    windowed_server: Server,
+) -> None:
+    name = f"page-{next(_names)}"
+    with windowed_server.client() as c:
+        start(c, ramp(name), name)
+        wait_until(lambda: held_by_window(c, name), 30, "held by the change window")
+        message = rollout(c, name)["window"]["message"]  # type: ignore[index]
+    session = session_of(sign_in(windowed_server.url, ADMIN_TOKEN))
+
+    html = page(windowed_server.url, session, f"/ui/rollouts/{name}").text
+
+    assert 'data-window="closed"' in html
+    assert f'<dt>Change window</dt><dd><span class="big">closed</span> ' in html
+    assert str(message) in html
+    # The headline says the controller holds, not that it "will advance" now.
+    assert "ready to advance, but outside change window" in html
