@@ -78,7 +78,7 @@ def rollout_detail(r: dict[str, Any], latest: list[dict[str, Any]] | None = None
         f"  serving:  {serving_text(r['serving'])}",
         f"  in step:  {duration(r['seconds_in_step'])}"
         + (
-            f", may advance in {duration(r['seconds_until_may_advance'])}"
+            f", may advance in {duration(r['seconds_until_may_advance'])}{_counted(r)}"
             if r["seconds_until_may_advance"] is not None
             else ""
         ),
@@ -95,6 +95,12 @@ def rollout_detail(r: dict[str, Any], latest: list[dict[str, Any]] | None = None
         marker = "->" if i == r["step"] else "  "
         lines.append(f"   {marker} {i + 1:>2}. {_step_text(step)}")
     return "\n".join(lines)
+
+
+def _counted(r: dict[str, Any]) -> str:
+    plan = r["plan"]
+    dwell = plan["steps"][r["step"]].get("dwell") or plan.get("dwell", "always")
+    return " of time inside change windows" if dwell == "in_window" else ""
 
 
 def window_text(window: dict[str, Any]) -> str:

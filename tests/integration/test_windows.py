@@ -12,9 +12,11 @@ windows (open now) replace the global ones and let it advance.
 from __future__ import annotations
 
 import itertools
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -22,6 +24,7 @@ import pytest
 from controller.errors import Refused
 from controller.jobs.scheduler import Scheduler
 from controller.rollouts import Rollouts, parse_plan_input
+from controller.settings import Settings
 from controller.storage.leases import Leases
 from controller.storage.store import Store
 from stages.actions import Action
@@ -287,7 +290,41 @@ def test_the_rollout_page_says_the_window_is_closed_and_when_it_opens(
     html = page(windowed_server.url, session, f"/ui/rollouts/{name}").text
 
     assert 'data-window="closed"' in html
-    assert f'<dt>Change window</dt><dd><span class="big">closed</span> ' in html
+    assert '<dt>Change window</dt><dd><span class="big">closed</span> ' in html
     assert str(message) in html
     # The headline says the controller holds, not that it "will advance" now.
     assert "ready to advance, but outside change window" in html
+
+
+def test_a_bad_global_setting_stops_the_server_with_one_line_naming_it(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROLLOUT_")}
+    env["ROLLOUT_DATABASE_URL"] = f"sqlite:///{tmp_path / 'rollout.db'}"
+    env["ROLLOUT_CHANGE_WINDOWS"] = '[{days: mon, hours: "09:00-17:00", tz: Europe/Berln}]'
+
+    serve = subprocess.run(
+        [sys.executable, "-m", "controller", "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+
+    assert serve.returncode == 2
+    assert "Traceback" not in serve.stderr
+    assert (
+        "ROLLOUT_CHANGE_WINDOWS: Value error, windows[0].tz (line 1): unknown time zone "
+        "'Europe/Berln' (did you mean 'Europe/Berlin'?)"
+    ) in serve.stderr
+
+
+@pytest.mark.parametrize("blank", [None, "", "  "])
+def test_no_global_setting_means_no_global_windows(blank: str | None) -> None:
+    assert Settings(change_windows=blank).default_windows() == ()
+
+
+def test_the_global_setting_reads_yaml_and_json_alike() -> None:
+    as_yaml = Settings(change_windows='[{days: mon-fri, hours: "09:00-17:00", tz: UTC}]')
+    as_json = Settings(change_windows='[{"days": "mon-fri", "hours": "09:00-17:00", "tz": "UTC"}]')
+
+    assert as_yaml.default_windows() == as_json.default_windows() != ()
