@@ -11,6 +11,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stages.actions import Action, ActionRefused, perform
 from stages.decide import decide
@@ -21,6 +23,7 @@ from stages.state import Outcome, RolloutState, Status
 from stages.transitions import tick
 from stages.windowfile import parse_windows_text
 from stages.windows import (
+    MINUTES_PER_DAY,
     Window,
     closed_sentence,
     is_open,
@@ -523,3 +526,67 @@ def test_an_immediate_rollback_acts_outside_a_window() -> None:
     after = perform(ready(), Action.ROLLBACK, FRIDAY_EVENING, immediate=True)
 
     assert after.status is Status.ROLLED_BACK
+
+
+# --- properties, over zones with unusual changes ------------------------------------
+
+ZONES = (
+    "Europe/Berlin",
+    "America/New_York",
+    "Australia/Lord_Howe",  # a 30-minute DST change
+    "America/Santiago",  # changes at local midnight
+    "Asia/Kolkata",  # no DST, a half-hour offset
+    "Pacific/Apia",
+    "UTC",
+)
+_minutes = st.integers(min_value=0, max_value=MINUTES_PER_DAY)
+
+
+@st.composite
+def some_windows(draw: st.DrawFn) -> tuple[Window, ...]:
+    count = draw(st.integers(min_value=1, max_value=3))
+    out = []
+    for _ in range(count):
+        opens = draw(st.integers(min_value=0, max_value=MINUTES_PER_DAY - 1))
+        closes = draw(_minutes.filter(lambda m, o=opens: m not in (o, 0)))
+        days = draw(st.frozensets(st.integers(min_value=0, max_value=6), min_size=1))
+        out.append(Window(days, opens, closes, draw(st.sampled_from(ZONES))))
+    return tuple(out)
+
+
+instants = st.integers(min_value=0, max_value=366 * 24 * 3600).map(
+    lambda s: utc(2026, 1, 1) + timedelta(seconds=s)
+)
+spans = st.integers(min_value=0, max_value=9 * 24 * 3600).map(lambda s: timedelta(seconds=s))
+SECOND = timedelta(seconds=1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(some_windows(), instants, spans, spans)
+def test_time_inside_adds_up_and_never_exceeds_the_span(
+    ws: tuple[Window, ...], start: datetime, first: timedelta, second: timedelta
+) -> None:
+    middle, end = start + first, start + first + second
+
+    whole = time_inside(ws, start, end)
+
+    assert whole == time_inside(ws, start, middle) + time_inside(ws, middle, end)
+    assert timedelta(0) <= whole <= end - start
+
+
+@settings(max_examples=300, deadline=None)
+@given(some_windows(), instants)
+def test_next_open_and_close_are_where_the_window_changes(
+    ws: tuple[Window, ...], at: datetime
+) -> None:
+    now = status(ws, at)
+
+    assert now.open == is_open(ws, at) == (time_inside(ws, at, at + SECOND) > timedelta(0))
+    if now.next_open is not None:
+        assert now.next_open > at
+        assert is_open(ws, now.next_open) and not is_open(ws, now.next_open - SECOND)
+    if now.next_close is not None:
+        assert now.next_close > at
+        assert not is_open(ws, now.next_close) and is_open(ws, now.next_close - SECOND)
+    if not now.open and now.next_open is not None:
+        assert time_inside(ws, at, now.next_open) == timedelta(0)
