@@ -590,3 +590,29 @@ def test_next_open_and_close_are_where_the_window_changes(
         assert not is_open(ws, now.next_close) and is_open(ws, now.next_close - SECOND)
     if not now.open and now.next_open is not None:
         assert time_inside(ws, at, now.next_open) == timedelta(0)
+
+
+# --- what rollout status prints -----------------------------------------------------
+
+
+def test_rollout_status_says_when_the_window_opens_closes_and_what_a_hold_counts() -> None:
+    from controller.cli.format import rollout_detail, window_text
+    from controller.storage.mapping import window_view
+
+    plan = parse_plan(PLAN)
+    closed = window_view(state(plan, Status.RUNNING, 0, started=FRIDAY_EVENING), FRIDAY_EVENING)
+    opened = window_view(state(plan, Status.RUNNING, 0), MONDAY_MORNING)
+    assert closed is not None and opened is not None
+
+    assert window_text(closed) == "outside change window, next opens Mon 09:00 Europe/Berlin"
+    assert window_text(opened) == "open, closes Mon 2026-03-30 15:00 UTC"
+    view = {
+        "name": "demo", "flag": "demo", "version": 1, "status": "running", "reason": "",
+        "step": 0, "step_count": 2, "step_label": "canary 1%", "seconds_in_step": 60.0,
+        "seconds_until_may_advance": 3600.0, "last_outcomes": {}, "window": closed,
+        "serving": {"step": 0, "percent": 1, "regions": [], "shadow": True},
+        "plan": plan_to_dict(plan),
+    }  # fmt: skip
+    text = rollout_detail(view)
+    assert "may advance in 1h of time inside change windows" in text
+    assert "  window:   outside change window, next opens Mon 09:00 Europe/Berlin" in text
