@@ -46,6 +46,7 @@ from stages.limits import (
 from stages.plan import (
     DEFAULT_FALSE_ROLLBACK_BUDGET,
     Comparison,
+    Dwell,
     Gate,
     GateMode,
     OnRollback,
@@ -54,6 +55,7 @@ from stages.plan import (
     Step,
 )
 from stages.problems import Path, PlanError, Problem, Report, kind, render
+from stages.windowfile import read_windows, windows_to_list
 from stages.yamlsource import read_yaml
 
 __all__ = [
@@ -70,8 +72,12 @@ _PLAN_FIELDS = (
     *("rollout", "flag", "salt", "description", "interval", "min_evaluations"),
     *("max_gate_errors", "rollback_observe", "variants", "labels", "steps", "gates"),
     "false_rollback_budget",
+    *("windows", "dwell"),
 )
-_STEP_FIELDS = ("stage", "percent", "regions", "hold", "approval", "on_rollback", "shadow", "gates")
+_STEP_FIELDS = (
+    *("stage", "percent", "regions", "hold", "approval", "on_rollback", "shadow", "gates"),
+    "dwell",
+)
 _ROLLOUT_NAME = re.compile(r"[a-z0-9][a-z0-9\-_.]{0,62}")
 _PERCENT_STAGES = (Stage.CANARY, Stage.GRADUATED)
 _STAGE_ORDER = list(Stage)
@@ -130,6 +136,11 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         out["labels"] = dict(plan.labels)
     if plan.false_rollback_budget != DEFAULT_FALSE_ROLLBACK_BUDGET:
         out["false_rollback_budget"] = plan.false_rollback_budget
+    # Only when set: a stored plan from before windows keeps its exact form.
+    if plan.windows:
+        out["windows"] = windows_to_list(plan.windows)
+    if plan.dwell is not Dwell.ALWAYS:
+        out["dwell"] = plan.dwell.value
     out["steps"] = _steps_to_dicts(plan.steps)
     out["gates"] = [_gate_to_dict(gate) for gate in plan.gates]
     return out
@@ -207,6 +218,8 @@ def _plan(report: Report, data: object) -> Plan | None:
         false_rollback_budget=field(
             report, fields, (), "false_rollback_budget", _budget, DEFAULT_FALSE_ROLLBACK_BUDGET
         ),
+        windows=field(report, fields, (), "windows", read_windows, ()),
+        dwell=field(report, fields, (), "dwell", choice(Dwell), Dwell.ALWAYS),
     )
 
 
@@ -291,6 +304,7 @@ def _draft(report: Report, path: Path, value: object) -> _Draft | None:
         approval=field(report, fields, path, "approval", boolean, False),
         on_rollback=field(report, fields, path, "on_rollback", choice(OnRollback), _STEP_BACK),
         gates=tuple(gate for _, gate in gates),
+        dwell=field(report, fields, path, "dwell", choice(Dwell), None),
     )
     if stage is None:
         return None
@@ -459,6 +473,8 @@ def _steps_to_dicts(steps: Sequence[Step]) -> list[dict[str, Any]]:
         item["shadow"] = step.shadow
         if step.gates:
             item["gates"] = [_gate_to_dict(gate) for gate in step.gates]
+        if step.dwell is not None:
+            item["dwell"] = step.dwell.value
         out.append(item)
     return out
 

@@ -14,6 +14,7 @@ from datetime import datetime
 
 from stages.compare import CompareStats, Evidence
 from stages.plan import Plan, Stage
+from stages.windows import Window
 
 
 class Status(enum.StrEnum):
@@ -122,6 +123,14 @@ class RolloutState:
     # freeze in scope, an alert that holds): each a sentence a person reads. They stop
     # automatic advances and completions only; rollbacks and aborts still act.
     blocked: tuple[str, ...] = ()
+    # The global change windows (ROLLOUT_CHANGE_WINDOWS), set by the shell when it loads
+    # the state: they apply when the plan declares none.
+    default_windows: tuple[Window, ...] = ()
+
+    @property
+    def windows(self) -> tuple[Window, ...]:
+        """The change windows that apply: the plan's, else the global ones."""
+        return self.plan.windows or self.default_windows
 
 
 @dataclass(frozen=True, slots=True)

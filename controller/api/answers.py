@@ -91,6 +91,23 @@ class Serving(Answer):
     kill_switch: bool
 
 
+class ChangeWindow(Answer):
+    """The change windows that apply (docs/windows.md): automatic advances, completions
+    and approvals happen only while one is open."""
+
+    open: bool
+    next_open: Timestamp | None = Field(
+        description="when the next window opens (while open: the one after this one)"
+    )
+    next_close: Timestamp | None = Field(
+        description="when the open (or next) window closes; null: not in the next two weeks"
+    )
+    source: str = Field(description="plan (its own windows) or setting (ROLLOUT_CHANGE_WINDOWS)")
+    message: str | None = Field(
+        description="while closed: outside change window, next opens Mon 09:00 Europe/Berlin"
+    )
+
+
 class RolloutAnswer(Answer):
     name: str
     flag: str
@@ -109,6 +126,9 @@ class RolloutAnswer(Answer):
     last_outcomes: dict[str, Outcome] = Field(description="gate name to its last outcome")
     serving: Serving
     plan: dict[str, Any] = Field(description="the plan as stored (docs/plans.md)")
+    window: ChangeWindow | None = Field(
+        default=None, description="null when no change windows apply (advances at any time)"
+    )
     created_at: Timestamp | None
     updated_at: Timestamp | None
     kill_switch: bool = Field(description="the rollout's flag is disabled")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 
@@ -77,12 +78,14 @@ def rollout_detail(r: dict[str, Any], latest: list[dict[str, Any]] | None = None
         f"  serving:  {serving_text(r['serving'])}",
         f"  in step:  {duration(r['seconds_in_step'])}"
         + (
-            f", may advance in {duration(r['seconds_until_may_advance'])}"
+            f", may advance in {duration(r['seconds_until_may_advance'])}{_counted(r)}"
             if r["seconds_until_may_advance"] is not None
             else ""
         ),
         f"  gates:    {gates_text(r['last_outcomes'])}",
     ]
+    if r.get("window"):
+        lines.append(f"  window:   {window_text(r['window'])}")
     if latest:
         observed = observe_only_gates(r["plan"])
         lines.append("  readings:")
@@ -92,6 +95,25 @@ def rollout_detail(r: dict[str, Any], latest: list[dict[str, Any]] | None = None
         marker = "->" if i == r["step"] else "  "
         lines.append(f"   {marker} {i + 1:>2}. {_step_text(step)}")
     return "\n".join(lines)
+
+
+def _counted(r: dict[str, Any]) -> str:
+    plan = r["plan"]
+    dwell = plan["steps"][r["step"]].get("dwell") or plan.get("dwell", "always")
+    return " of time inside change windows" if dwell == "in_window" else ""
+
+
+def window_text(window: dict[str, Any]) -> str:
+    """``outside change window, next opens Mon 09:00 Europe/Berlin``, or when it closes."""
+    if not window["open"]:
+        return str(window["message"])
+    if window["next_close"] is None:
+        return "open (no close in the next two weeks)"
+    return f"open, closes {_utc_minute(window['next_close'])}"
+
+
+def _utc_minute(iso: str) -> str:
+    return datetime.fromisoformat(iso).astimezone(UTC).strftime("%a %Y-%m-%d %H:%M UTC")
 
 
 def observe_only_gates(plan: dict[str, Any]) -> set[str]:
