@@ -100,7 +100,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
     from pydantic_settings import SettingsError
 
-    from controller.http.app import create_app
+    from controller.gates.startup_check import log_prometheus_check
+    from controller.http.app import create_app, prometheus_gates
     from controller.logs import configure_logging
     from controller.settings import Settings, explain_settings_error
     from controller.storage import migrate
@@ -119,6 +120,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except (ValidationError, SettingsError) as exc:
         raise CliError(explain_settings_error(exc), 2) from None
     configure_logging(settings.log_level)
+    log_prometheus_check(
+        prometheus_gates(settings), configured="prometheus_url" in settings.model_fields_set
+    )
     # Here rather than only in the app's start-up, so a refusal is one clear line.
     with database_errors(settings.database_url):
         migrate.prepare(settings.database_url, upgrade=settings.db_upgrade)
