@@ -195,6 +195,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         interactive=not args.no_input,
         timeout=args.timeout,
         prometheus_url=os.environ.get("ROLLOUT_PROMETHEUS_URL") or None,
+        stay=True if args.stay else None,
     )
     return run_demo(options)
 
@@ -521,8 +522,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a whole rollout on embedded defaults: controller, demo service, Prometheus",
         description="Start the controller, a demo service and Prometheus, apply the "
         "memory-layer runbook in seconds and run it. Keys: e toggles errors on the new "
-        "side, q quits. Exit 0 when the run ends as expected: completed without injected "
-        "errors, rolled back with them.",
+        "side, q quits. When the rollout has ended it stays up (UI, API, Prometheus) "
+        "until q, --timeout or a signal. Exit 0 when the run ends as expected: completed "
+        "without injected errors, rolled back with them; or on q before it ends.",
     )
     demo.add_argument(
         "--port",
@@ -540,9 +542,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="inject errors on the new side once the rollout reaches this step "
         "(1-based number, or a stage name such as graduated)",
     )
-    demo.add_argument("--no-input", action="store_true", help="do not read keys from stdin")
     demo.add_argument(
-        "--timeout", type=float, default=300.0, help="end the run after SECONDS (default 300)"
+        "--no-input",
+        action="store_true",
+        help="do not read keys from stdin (then the demo ends with the rollout, unless --stay)",
+    )
+    demo.add_argument(
+        "--stay",
+        action="store_true",
+        help="stay up after the rollout ends until --timeout or a signal, also with --no-input",
+    )
+    demo.add_argument(
+        "--timeout",
+        type=float,
+        default=900.0,
+        help="end the demo after SECONDS, staying up included (default 900)",
     )
 
     bt = sub.add_parser(
