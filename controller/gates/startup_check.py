@@ -29,7 +29,7 @@ def log_prometheus_check(
     """
     try:
         problem = gates.query_problem(timeout)
-    except Exception as exc:  # noqa: BLE001 - a check must never stop the server
+    except Exception as exc:
         problem = f"{type(exc).__name__}: {exc}"
     source = SETTING if configured else f"the default: {SETTING} is not set"
     if problem is not None:

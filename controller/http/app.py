@@ -27,9 +27,8 @@ from controller.api import (
 )
 from controller.auth import TokenRegistry
 from controller.gates.prometheus import PrometheusAuth, PrometheusGates
+from controller.http import docs_pages, metrics
 from controller.http import errors as http_errors
-from controller.http import docs_pages
-from controller.http import metrics
 from controller.http import openapi as api_docs
 from controller.http.body_limit import BodySizeLimit
 from controller.http.fastpath import EvaluationFastPath, FastPathApp

@@ -12,12 +12,14 @@ must be what it prints (times and durations may differ).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +29,7 @@ import httpx
 import pytest
 
 from controller.demo.prometheus_process import PrometheusProcess
-from tests.serving import ROOT, free_port
+from tests.serving import ROOT, Server, free_port, running_server
 from tests.waiting import wait_until
 
 README = ROOT / "README.md"
@@ -128,10 +130,8 @@ def stop_pids(pids: Path) -> None:
 
 
 def _alive(pid: int) -> bool:
-    try:
+    with contextlib.suppress(ChildProcessError):  # reap it if it is our child
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -298,3 +298,107 @@ def wait_healthy(server: str, workdir: Path) -> None:
         wait_until(healthy, 30, f"rollout serve at {server}")
     except AssertionError:
         raise AssertionError((workdir / "background.log").read_text()) from None
+
+
+# -- docs/sdk.md ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sdk_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str]]:
+    """A server with the runbook's flag (``memory-layer``) and an ``sdk`` token."""
+    with running_server(tmp_path_factory.mktemp("sdk-docs")) as server:
+        plan = (ROOT / "docs" / "examples" / "memory-layer.yaml").read_text(encoding="utf-8")
+        with server.client() as admin:
+            admin.post("/api/v1/plans", json={"yaml": plan}).raise_for_status()
+        yield server, server.token("sdk", "docs-sdk")
+
+
+def test_the_sdk_page_python_examples_run_as_written(
+    sdk_server: tuple[Server, str], tmp_path: Path
+) -> None:
+    from openfeature import api
+
+    server, token = sdk_server
+    substitutions = {
+        '"http://rollout.internal:8080"': repr(server.url),
+        '"/etc/my-service/flags.json"': repr(str(tmp_path / "bootstrap.json")),
+        '"/var/cache/my-service/flags.json"': repr(str(tmp_path / "cache.json")),
+        '"/var/cache/flags.json"': repr(str(tmp_path / "openfeature-cache.json")),
+    }
+    used: set[str] = set()
+    blocks = [b for b in runnable(fenced_blocks(SDK)) if b.lang == "python"]
+    assert len(blocks) == 3, [b.where for b in blocks]
+    # One namespace, as a reader pasting the page into one session: `token` is theirs.
+    namespace: dict[str, Any] = {"token": token}
+    try:
+        for block in blocks:
+            code = compile(substitute(block.text, substitutions, used), block.where, "exec")
+            exec(code, namespace)
+            check_block(block, namespace)
+        check_all_used(substitutions, used, "docs/sdk.md")
+    finally:
+        api.shutdown()
+        api.clear_providers()
+
+
+def check_block(block: Block, namespace: dict[str, Any]) -> None:
+    """What a reader of ``block`` would expect to hold once it has run."""
+    from openfeature.evaluation_context import EvaluationContext
+
+    if "FlagClient(" in block.text:
+        answer = namespace["answer"]
+        # A pending rollout serves everyone the old side: the flag's default, no error.
+        assert (answer.value, answer.variant, answer.error_code) == (False, "off", None), answer
+    elif "RolloutProvider" in block.text:
+        details = namespace["details"]
+        # Evaluated right after the provider was set: it must already be ready.
+        assert details.error_code is None, f"{block.where}: {details}"
+        assert (details.value, details.variant) == (False, "off"), details
+        assert details.flag_metadata.get("rollout") == "memory-layer", details
+    elif "OFREPProvider" in block.text:
+        client = namespace["api"].get_client()
+        details = client.get_boolean_details("memory-layer", False, EvaluationContext("u-81c2f0"))
+        assert details.error_code is None, f"{block.where}: {details}"
+        assert (details.value, details.variant) == (False, "off"), details
+    else:
+        raise AssertionError(f"{block.where}: a Python example this test does not know")
+
+
+def test_the_sdk_page_json_examples_are_what_the_server_takes_and_gives(
+    sdk_server: tuple[Server, str],
+) -> None:
+    server, token = sdk_server
+    impressions, report = (json.loads(b.text) for b in fenced_blocks(SDK) if b.lang == "json")
+    with server.client(token) as sdk:
+        answer = sdk.post("/api/v1/evaluations/report", json=report)
+        assert answer.status_code == 202, answer.text
+        # Every count and impression of the example is one the server takes.
+        assert answer.json() == {
+            "counts": {"accepted": 1, "ignored": 0},
+            "impressions": {"accepted": 1, "ignored": 0},
+        }
+    with server.client() as admin:
+        shown = admin.get("/api/v1/flags/memory-layer/impressions").json()
+    assert set(impressions) == set(shown), shown
+    assert shown["impressions"] and set(impressions["impressions"][0]) == set(
+        shown["impressions"][0]
+    ), shown
+
+
+def test_the_install_block_names_this_package() -> None:
+    """The block in NOT_RUN: what it installs is this project and its extra."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    block = next(b for b in fenced_blocks(SDK) if (b.source, b.first_line) in NOT_RUN)
+    wanted = re.findall(r"pip install '?([\w-]+)(?:\[(\w+)\])?'?", block.text)
+    assert wanted == [("rollout-controller", ""), ("rollout-controller", "openfeature")], wanted
+    assert project["name"] == "rollout-controller"
+    assert "openfeature" in project["optional-dependencies"]
+
+
+def test_every_block_not_run_is_still_in_the_docs_and_says_why() -> None:
+    present = {
+        (b.source, b.first_line) for b in [*fenced_blocks(README, WALKTHROUGH), *fenced_blocks(SDK)]
+    }
+    for key, why in NOT_RUN.items():
+        assert key in present, f"{key} is no longer in the docs: drop it from NOT_RUN"
+        assert len(why) > 20, key
