@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 # Automatic decisions that take exposure back.
 ROLLBACK_ACTIONS = frozenset({"step_back", "rollback"})
 # Narrower terminals get the tables one below the other.
-SIDE_BY_SIDE_WIDTH = 120
+SIDE_BY_SIDE_WIDTH = 140
 # Plain output repeats traffic and gates this often, so a log shows the run's pulse.
 PLAIN_PULSE_S = 10.0
 # A threshold gate's levels, in the order they are shown (mildest first).
@@ -131,14 +131,14 @@ def plan_gates(rollout: dict[str, Any]) -> list[dict[str, Any]]:
 def thresholds_text(gate: dict[str, Any]) -> str:
     """What crossing means: ``rollback_above 400, abort_above 500``; for a compare gate
     its margin, ``worse_by 1.00 pp`` (percentage points of the new side's rate over the
-    old's), and what a shown regression does."""
+    old's; of requests slower than ``slower_than`` for a latency comparison), and what a
+    shown regression does when that is not a rollback."""
     if gate.get("kind") == "compare":
-        text = (
-            f"worse_by {gate['worse_by'] * 100:.2f} pp -> {gate.get('on_regression', 'rollback')}"
-        )
+        text = f"worse_by {gate['worse_by'] * 100:.2f} pp"
         if gate.get("slower_than") is not None:
-            text += f" (share slower than {gate['slower_than']:g})"
-        return text
+            text += f" (>{gate['slower_than']:g})"
+        action = gate.get("on_regression", "rollback")
+        return text if action == "rollback" else f"{text} -> {action}"
     return ", ".join(
         f"{name} {value_text(float(gate[name]))}"
         for name in THRESHOLD_NAMES
@@ -350,13 +350,13 @@ def gates_table(readings: list[dict[str, Any]], gates: list[dict[str, Any]] | No
     (the gates of a later stage have none yet)."""
     table = Table(title="gates (newest reading)", title_justify="left", box=None)
     for column in ("gate", "value", "outcome", "threshold", "step"):
-        table.add_column(column, no_wrap=True)
+        table.add_column(column, no_wrap=True, min_width=len(column))
     newest = {reading["gate"]: reading for reading in readings}
     limits = {gate["name"]: thresholds_text(gate) for gate in gates or []}
     for name in [*limits, *(n for n in newest if n not in limits)]:
         reading = newest.get(name)
         if reading is None:
-            table.add_row(name, "-", Text("no reading yet", style="dim"), limits[name], "")
+            table.add_row(name, "-", Text("-", style="dim"), limits[name], "")
             continue
         outcome = reading["outcome"]
         crossed = reading.get("threshold") not in (None, "")

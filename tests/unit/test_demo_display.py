@@ -36,8 +36,13 @@ def text(table: Any) -> str:
 
 
 def test_compare_gates_show_their_margin_in_percentage_points() -> None:
-    assert thresholds_text(COMPARE_ERRORS) == "worse_by 0.10 pp -> rollback"
-    assert thresholds_text(COMPARE_SLOW) == "worse_by 5.00 pp -> rollback (share slower than 200)"
+    assert thresholds_text(COMPARE_ERRORS) == "worse_by 0.10 pp"
+    # Of requests slower than 200 (ms): the histogram's share above that bound.
+    assert thresholds_text(COMPARE_SLOW) == "worse_by 5.00 pp (>200)"
+    # A regression that aborts rather than rolls back says so.
+    assert thresholds_text({**COMPARE_ERRORS, "on_regression": "abort"}) == (
+        "worse_by 0.10 pp -> abort"
+    )
 
 
 def test_threshold_gates_show_every_level_mildest_first() -> None:
@@ -50,9 +55,9 @@ def test_threshold_gates_show_every_level_mildest_first() -> None:
 def test_the_table_lists_every_plan_gate_before_any_reading() -> None:
     rendered = text(gates_table([], [COMPARE_ERRORS, P99]))
 
-    assert "errors-vs-old" in rendered and "worse_by 0.10 pp -> rollback" in rendered
-    assert "p99-latency-ms" in rendered and "rollback_above 400, abort_above 500" in rendered
-    assert rendered.count("no reading yet") == 2
+    rows = {line.split()[0]: line.split()[1:] for line in rendered.splitlines()[2:] if line}
+    assert rows["errors-vs-old"] == ["-", "-", "worse_by", "0.10", "pp"]
+    assert rows["p99-latency-ms"] == ["-", "-", "rollback_above", "400,", "abort_above", "500"]
 
 
 def test_a_reading_shows_its_value_and_outcome_beside_the_thresholds() -> None:
