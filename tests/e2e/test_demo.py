@@ -156,14 +156,27 @@ def refused(url: str) -> bool:
 
 @pytest.mark.timeout(RUN_TIMEOUT_S + 20)
 def test_injected_errors_are_rolled_back_automatically_with_the_reason_shown() -> None:
-    result = run_demo("--inject-errors-at", "4", "--timeout", "240")
-
-    out = result.stdout
-    assert result.returncode == 0, explain(result)
-    assert "injecting errors on the new side at step 4 (canary 5%)" in out, explain(result)
+    # Without keys but with --stay: up after the rollback until a signal, which is then
+    # a normal ending (the exit code is the run's verdict).
+    with interactive_demo(
+        "--no-input", "--stay", "--port", "0", "--inject-errors-at", "4", "--timeout", "600"
+    ) as demo:
+        url, token, prometheus = intro(demo)
+        demo.wait_for(r"^stop it with Ctrl-C or SIGTERM", RUN_TIMEOUT_S)
+        answer = httpx.get(
+            f"{url}/api/v1/rollouts/memory-layer", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert answer.json()["status"] == "rolled_back", answer.text
+        demo.process.send_signal(signal.SIGTERM)
+        code = demo.wait_exit()
+        out = demo.stdout
+        assert code == 0, demo.explain()
+    assert "stopping (SIGTERM)" in out
+    assert refused(url) and refused(prometheus), "the demo left a server running"
+    assert "injecting errors on the new side at step 4 (canary 5%)" in out, out
     # The rollback is announced as it happens, with the gate and value behind it.
     alert = re.search(r"!!! AUTOMATIC ROLLBACK: controller: (step_back|rollback) .*", out)
-    assert alert is not None, explain(result)
+    assert alert is not None, out
     # A threshold ("0.15 > abort_above 0.05") or a compare gate's sentence ("new 75.00 %
     # vs old 0.00 %, ... > 5.00 pp -> rollback; 10 vs 230 requests").
     threshold = r"[\d.]+ > (abort|rollback)_above"

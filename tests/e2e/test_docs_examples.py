@@ -402,3 +402,15 @@ def test_every_block_not_run_is_still_in_the_docs_and_says_why() -> None:
     for key, why in NOT_RUN.items():
         assert key in present, f"{key} is no longer in the docs: drop it from NOT_RUN"
         assert len(why) > 20, key
+
+
+def test_the_prometheus_page_scrape_config_is_one_prometheus_takes(tmp_path: Path) -> None:
+    (config,) = [b for b in fenced_blocks(ROOT / "docs" / "prometheus.md") if b.lang == "yaml"]
+    path = tmp_path / "prometheus.yml"
+    path.write_text(config.text + "\n", encoding="utf-8")
+
+    checked = subprocess.run(
+        ["promtool", "check", "config", str(path)], capture_output=True, text=True, check=False
+    )
+
+    assert checked.returncode == 0, f"{config.where}: {checked.stdout}{checked.stderr}"
