@@ -407,6 +407,13 @@ def stop_signals_unwind() -> Iterator[None]:
 # -- setting up ----------------------------------------------------------------------
 
 
+def start_metrics(service: DemoService, port: int) -> str:
+    try:
+        return service.start_metrics(port)
+    except OSError as exc:
+        raise DemoError(f"--metrics-port {port}: {exc.strerror or exc}", 2) from None
+
+
 def start_prometheus(stack: contextlib.ExitStack, options: DemoOptions, target: str) -> str:
     if options.prometheus_url:
         return options.prometheus_url
@@ -479,7 +486,7 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> DemoResult:
         stack.enter_context(stop_signals_unwind())
         workdir = make_workdir(stack)
         service = DemoService()
-        target = service.start_metrics(options.metrics_port)
+        target = start_metrics(service, options.metrics_port)
         stack.callback(service.stop)
         prometheus_url = start_prometheus(stack, options, target)
         url, admin_token, port_note = start_controller(stack, options, workdir, prometheus_url)

@@ -261,3 +261,14 @@ def test_a_bad_injection_step_is_refused_before_anything_starts() -> None:
 
     assert result.returncode == 2, explain(result)
     assert "--inject-errors-at 13: steps are 1..12" in result.stderr
+
+
+def test_a_taken_metrics_port_is_one_clear_line() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_demo("--metrics-port", str(port))
+
+    assert result.returncode == 2, explain(result)
+    assert result.stderr.strip() == f"rollout demo: --metrics-port {port}: Address already in use"
