@@ -184,12 +184,6 @@ def _bound(port: int) -> socket.socket:
     return sock
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class ControllerServer:
     """The controller app under uvicorn in a background thread, on a bound socket."""
 
