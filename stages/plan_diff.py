@@ -183,7 +183,30 @@ def _gate_text(gate: Mapping[str, Any]) -> str:
 
 def _changed(path: str, before: Any, after: Any, label: str, sep: str = ": ") -> Change:
     kind: Kind = "added" if before is None else "removed" if after is None else "changed"
-    return Change(path, kind, before, after, f"{label}{sep}{_show(before)} -> {_show(after)}")
+    if isinstance(before, str) and isinstance(after, str):
+        shown_before, shown_after = _texts(before, after)
+    else:
+        shown_before, shown_after = _show(before), _show(after)
+    return Change(path, kind, before, after, f"{label}{sep}{shown_before} -> {shown_after}")
+
+
+def _texts(before: str, after: str) -> tuple[str, str]:
+    """Two texts, each cut to a window that starts a little before where they differ:
+    two long queries that differ at the end must not look the same."""
+    if max(len(before), len(after)) <= _SHOWN_CHARS and "\n" not in before + after:
+        return _show(before), _show(after)
+    same = next(
+        (i for i, (a, b) in enumerate(zip(before, after, strict=False)) if a != b),
+        min(len(before), len(after)),
+    )
+    start = max(0, same - 20)
+    return _window(before, start), _window(after, start)
+
+
+def _window(text: str, start: int) -> str:
+    part = text[start : start + _SHOWN_CHARS]
+    shown = ("…" if start else "") + part + ("…" if start + _SHOWN_CHARS < len(text) else "")
+    return repr(" ".join(shown.split("\n")))
 
 
 def _show(value: Any) -> str:
