@@ -73,12 +73,13 @@ def check_gate_queries(
         if text not in verdicts:
             left = deadline - time.monotonic()
             if left <= 0:
-                warnings.append(_unchecked(syntax, renderable, verdicts, "did not answer in time"))
+                why = f"Prometheus at {syntax.url} did not answer in time"
+                warnings.append(_unchecked(renderable, verdicts, why))
                 break
             try:
                 verdicts[text] = syntax.parse_error(text, left)
             except SyntaxUnchecked as exc:
-                warnings.append(_unchecked(syntax, renderable, verdicts, str(exc)))
+                warnings.append(_unchecked(renderable, verdicts, str(exc)))
                 break
         error = verdicts[text]
         if error is not None:
@@ -94,14 +95,12 @@ def refusal(check: QueryCheck) -> str:
     return f"{first['where']}: {first['detail']}{tail}; nothing was applied"
 
 
-def _unchecked(
-    syntax: QuerySyntax, queries: list[GateQuery], verdicts: Mapping[str, object], why: str
-) -> str:
-    left = len({q.rendered for q in queries} - set(verdicts))
+def _unchecked(queries: list[GateQuery], verdicts: Mapping[str, object], why: str) -> str:
+    every = {q.rendered for q in queries}
     return (
-        f"gate query syntax not checked ({left} of {len({q.rendered for q in queries})} "
-        f"queries): Prometheus at {syntax.url}: {why}. The plan is valid otherwise and "
-        "applies; a query that does not parse reads as error, holds and pauses the rollout"
+        f"gate query syntax not checked ({len(every - set(verdicts))} of {len(every)} "
+        f"queries): {why}. The plan is valid otherwise and applies; a query that does not "
+        "parse reads as error at every check, which holds and then pauses the rollout"
     )
 
 
