@@ -202,10 +202,10 @@ class Rollouts:
         plan_data = plan_to_dict(plan)
         if dry_run:
             with self._store.read() as session:
-                change = _planned_apply(session, plan, plan_data)
+                change = self._planned_apply(session, plan, plan_data)
                 return change.result(session, queries.warnings, now)
         with self._unit_of_work() as uow:
-            change = _planned_apply(uow.session, plan, plan_data)
+            change = self._planned_apply(uow.session, plan, plan_data)
             if change.outcome == "unchanged":
                 return change.result(uow.session, queries.warnings, now)
             return self._write_apply(uow, change, source, actor, reason, now, queries.warnings)
@@ -224,7 +224,7 @@ class Rollouts:
                     "changes": changes,
                     "diff": [],
                 }
-            diff = diff_plans(state_from_row(row).plan, plan)
+            diff = diff_plans(self._stored_state(row).plan, plan)
             return {
                 "rollout": plan.rollout,
                 "exists": True,
@@ -232,6 +232,45 @@ class Rollouts:
                 "changes": [c.text for c in diff],
                 "diff": [c.as_dict() for c in diff],
             }
+
+    def _planned_apply(
+        self, session: Session, plan: Plan, plan_data: dict[str, Any]
+    ) -> PlannedApply:
+        """Every check of an apply, reading only: what it would do, or the refusal."""
+        row = session.get(RolloutRow, plan.rollout)
+        if row is None:
+            holder = session.execute(
+                select(RolloutRow).where(col(RolloutRow.flag_key) == plan.flag)
+            ).scalar_one_or_none()
+            if holder is not None:
+                raise Conflict(
+                    f"flag {plan.flag!r} is already driven by rollout {holder.name!r}; "
+                    "one flag has at most one rollout (delete the old one first)"
+                )
+            flag = _flag_change(session, plan)
+            return PlannedApply("created", plan, plan_data, None, None, self._new_state(plan), flag)
+        if row.flag_key != plan.flag:
+            raise Conflict(
+                f"rollout {row.name!r} drives flag {row.flag_key!r}; a plan cannot move it "
+                f"to {plan.flag!r} (delete the rollout and apply again)"
+            )
+        old = self._stored_state(row)
+        if row.plan == plan_data:
+            return PlannedApply("unchanged", plan, plan_data, row, old, old, "keep")
+        state = _replanned(old, plan)
+        _check_serving_kept(old, state)
+        flag = _flag_change(session, plan)
+        return PlannedApply(
+            "updated", plan, plan_data, row, old, state, flag, diff_plans(old.plan, plan)
+        )
+
+    def _stored_state(self, row: RolloutRow) -> RolloutState:
+        """A stored rollout's core state, as an apply compares the new plan with it."""
+        return state_from_row(row)
+
+    def _new_state(self, plan: Plan) -> RolloutState:
+        """The state a rollout created by an apply starts in."""
+        return RolloutState(plan=plan)
 
     def _write_apply(
         self,
@@ -532,36 +571,6 @@ def _cas(
         conflict=f"rollout {row.name!r} was changed by someone else; reload and try again",
     )
     return new_version
-
-
-def _planned_apply(session: Session, plan: Plan, plan_data: dict[str, Any]) -> PlannedApply:
-    """Every check of an apply, reading only: what it would do, or the refusal."""
-    row = session.get(RolloutRow, plan.rollout)
-    if row is None:
-        holder = session.execute(
-            select(RolloutRow).where(col(RolloutRow.flag_key) == plan.flag)
-        ).scalar_one_or_none()
-        if holder is not None:
-            raise Conflict(
-                f"flag {plan.flag!r} is already driven by rollout {holder.name!r}; "
-                "one flag has at most one rollout (delete the old one first)"
-            )
-        flag = _flag_change(session, plan)
-        return PlannedApply("created", plan, plan_data, None, None, RolloutState(plan=plan), flag)
-    if row.flag_key != plan.flag:
-        raise Conflict(
-            f"rollout {row.name!r} drives flag {row.flag_key!r}; a plan cannot move it "
-            f"to {plan.flag!r} (delete the rollout and apply again)"
-        )
-    old = state_from_row(row)
-    if row.plan == plan_data:
-        return PlannedApply("unchanged", plan, plan_data, row, old, old, "keep")
-    state = _replanned(old, plan)
-    _check_serving_kept(old, state)
-    flag = _flag_change(session, plan)
-    return PlannedApply(
-        "updated", plan, plan_data, row, old, state, flag, diff_plans(old.plan, plan)
-    )
 
 
 def _flag_change(session: Session, plan: Plan) -> FlagChange:
