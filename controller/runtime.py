@@ -15,6 +15,7 @@ from fastapi import Depends, Request
 
 from controller.auth import Permission, Principal, TokenRegistry, require
 from controller.flagstore import Flags
+from controller.freezes import Freezes
 from controller.gates.prometheus import GateSource
 from controller.http.readiness import Probe
 from controller.jobs.scheduler import Scheduler
@@ -49,6 +50,7 @@ class Runtime:
     # What routes and pages read (they open no session of their own).
     read_models: ReadModels = field(init=False)
     ui_sessions: UiSessions = field(init=False)
+    freezes: Freezes = field(init=False)
     leases: Leases = field(init=False)
     scheduler: Scheduler | None = None
     # Picks up changes made through other replicas (None in tests that build no app).
@@ -68,6 +70,7 @@ class Runtime:
         self.tokens.on_change = self.changed
         self.read_models = ReadModels(self.store)
         self.ui_sessions = UiSessions(self.store)
+        self.freezes = Freezes(self.store, self.changed)
         self.leases = Leases(self.store, self.replica_id)
         self.outbox = Outbox(
             self.store,

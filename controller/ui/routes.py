@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from controller.api.bodies import REASON_MAX_LENGTH
 from controller.api.evaluation import EvaluationCounts
-from controller.auth import Permission, Principal
+from controller.auth import Permission, Principal, Role
 from controller.errors import NotFound, Refused, Unauthorized, VersionConflict
 from controller.runtime import Runtime, RuntimeDep
 from controller.ui import formatting, pages
@@ -321,6 +321,7 @@ def act(
             reason=reason.strip(),
             force=forced,
             immediate=immediate == "1",
+            admin=user.role is Role.ADMIN,
         )
     except NotFound as exc:
         return refuse(404, exc.message)
