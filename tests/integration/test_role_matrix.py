@@ -90,6 +90,9 @@ OTHER_MATRIX: dict[tuple[str, str], str] = {
     ("GET", "/ui/live/flags"): "viewer",
     ("POST", "/ui/rollouts/{name}/actions/{action}"): "operator",
     ("POST", "/ui/flags/kill-switch"): "operator",
+    ("GET", "/ui/freezes"): "viewer",
+    ("POST", "/ui/freezes"): "operator",
+    ("POST", "/ui/freezes/{freeze_id}/end"): "operator",
 }
 
 FLAG_BODY = {"type": "boolean", "variants": {"off": False, "on": True}, "default_variant": "off"}
@@ -291,6 +294,17 @@ OTHER_PROBES: dict[tuple[str, str], Callable[[World], Call]] = {
         form={"flag": w.new_flag(), "enabled": "0", "reason": "role matrix"},
         ok=(303,),
         changes=True,
+    ),
+    ("GET", "/ui/freezes"): lambda w: Call("GET", "/ui/freezes"),
+    ("POST", "/ui/freezes"): lambda w: Call(
+        "POST",
+        "/ui/freezes",
+        form={"reason": "role matrix", "until": "1h", "scope": f"rollout={w.name('uf')}"},
+        ok=(303,),
+        changes=True,
+    ),
+    ("POST", "/ui/freezes/{freeze_id}/end"): lambda w: Call(
+        "POST", f"/ui/freezes/{w.new_freeze()}/end", form={}, ok=(303,), changes=True
     ),
 }
 
