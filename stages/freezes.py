@@ -118,6 +118,9 @@ def parse_until(text: str, now: datetime, tz: str | None = None) -> datetime:
         raise FreezeInputError(
             "until", f"{raw!r} is more than {MAX_FREEZE.days} days away; pause or abort instead"
         )
+    # Whole seconds, rounded up: what people type and read (never before what they asked).
+    if until.microsecond:
+        until += timedelta(microseconds=1_000_000 - until.microsecond)
     return until.astimezone(UTC)
 
 

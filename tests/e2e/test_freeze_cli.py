@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.e2e.test_cli import rollout
-from tests.serving import Server, plan_yaml, running_server
+from tests.serving import EXAMPLES, Server, plan_yaml, running_server
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +106,10 @@ def test_missing_reason_and_a_viewer_are_refused(server: Server) -> None:
     no_traceback(missing, viewer)
     help_text = rollout(server, "freeze", "--help").stdout
     assert "in UTC unless --tz" in " ".join(help_text.split())
+
+
+def test_the_docs_example_plan_is_valid(server: Server) -> None:
+    checked = rollout(server, "apply", "--dry-run", "-f", str(EXAMPLES / "labelled-ramp.yaml"))
+
+    assert checked.returncode == 0, checked.stderr
+    assert "valid (4 steps)" in checked.stdout

@@ -239,3 +239,9 @@ def test_blocked_state_holds_the_advance_decide_would_make() -> None:
     held = decide(replace(state, blocked=sentences), [], later)
     assert isinstance(held, Hold)
     assert held.reason.startswith("ready to advance, but frozen: INC-123 until")
+
+
+def test_until_is_whole_seconds_rounded_up() -> None:
+    now = NOW + timedelta(milliseconds=250)
+
+    assert parse_until("2h", now) == NOW + timedelta(hours=2, seconds=1)
