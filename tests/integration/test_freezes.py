@@ -138,6 +138,10 @@ def test_a_freeze_stops_the_move_into_awaiting_approval_and_the_approval(store: 
         world.rollouts.act("memory-layer", Action.APPROVE, actor=ALICE, now=world.clock())
     assert "INC-124" in refused.value.message and "freeze 2" in refused.value.message
     assert world.row("memory-layer").status == "awaiting_approval"
+    approved = world.rollouts.act(
+        "memory-layer", Action.APPROVE, actor=ADMIN, now=world.clock(), force=True, admin=True
+    )
+    assert approved["step"] == 2 and "forced past freeze 2" in approved["reason"]
 
 
 def test_expiry_ends_the_hold_at_until_and_is_audited_once_across_replicas(
