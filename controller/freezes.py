@@ -19,7 +19,7 @@ from sqlmodel import col, select
 
 from controller.errors import Conflict, Invalid, NotFound
 from controller.storage.store import Store
-from controller.storage.tables import FreezeRow, RolloutRow
+from controller.storage.tables import AuditRow, FreezeRow, RolloutRow
 from controller.unit_of_work import unit_of_work
 from stages.freezes import (
     Freeze,
@@ -92,10 +92,19 @@ def overridden(held: Sequence[Freeze]) -> str:
     return "forced past " + "; ".join(f"freeze {f.id} ({f.sentence()})" for f in held)
 
 
+# Told each freeze event inside its transaction (the webhook outbox), with the freeze.
+Notifier = Callable[[Session, AuditRow, dict[str, Any]], None]
+
+
 class Freezes:
     def __init__(self, store: Store, on_change: Callable[[], None] | None = None) -> None:
         self._store = store
         self._on_change = on_change
+        self.notify: Notifier | None = None
+
+    def _told(self, session: Session, event: AuditRow, view: dict[str, Any]) -> None:
+        if self.notify is not None:
+            self.notify(session, event, view)
 
     # -- writes ----------------------------------------------------------------------
 
@@ -123,8 +132,8 @@ class Freezes:
             uow.session.add(row)
             uow.session.flush()
             freeze = freeze_of(row)
-            covered = _covered(uow.session, freeze, now)
-            uow.record(
+            covered = _covered(uow.session, freeze)
+            event = uow.record(
                 at=now,
                 actor=actor,
                 action="freeze",
@@ -137,7 +146,9 @@ class Freezes:
                     "rollouts": covered,
                 },
             )
-            return _view(freeze, now, covered)
+            view = _view(freeze, now, covered)
+            self._told(uow.session, event, view)
+            return view
 
     def end(self, freeze_id: int, *, actor: str, now: datetime) -> dict[str, Any]:
         """``unfreeze``: the freeze stops blocking now."""
@@ -152,8 +163,8 @@ class Freezes:
                 raise Conflict(f"freeze {freeze_id} is no longer active ({how} at {at})")
             if not _close(uow.session, freeze_id, at=now, by=actor, why="unfrozen"):
                 raise Conflict(f"freeze {freeze_id} ended meanwhile")
-            covered = _covered(uow.session, freeze, now)
-            uow.record(
+            covered = _covered(uow.session, freeze)
+            event = uow.record(
                 at=now,
                 actor=actor,
                 action="unfreeze",
@@ -161,7 +172,9 @@ class Freezes:
                 details={"freeze": freeze_id, "rollouts": covered},
             )
             uow.session.expire(row)
-            return _view(freeze_of(row), now, [], end_reason="unfrozen")
+            view = _view(freeze_of(row), now, [], end_reason="unfrozen")
+            self._told(uow.session, event, view)
+            return view
 
     def expire(self, now: datetime) -> list[int]:
         """Record the end of each freeze whose ``until`` has passed: once, whichever
@@ -188,14 +201,21 @@ class Freezes:
                     uow.session, freeze_id, at=freeze.until, by=EXPIRED_BY, why="expired"
                 ):
                     continue
-                uow.record(
+                covered = _covered(uow.session, freeze)
+                event = uow.record(
                     at=now,
                     actor=EXPIRED_BY,
                     action="freeze.expire",
                     reason=f"freeze {freeze_id} expired at {freeze.until.isoformat()}: "
                     f"{freeze.reason}",
-                    details={"freeze": freeze_id, "until": freeze.until.isoformat()},
+                    details={
+                        "freeze": freeze_id,
+                        "until": freeze.until.isoformat(),
+                        "rollouts": covered,
+                    },
                 )
+                uow.session.expire(row)
+                self._told(uow.session, event, _view(freeze_of(row), now, [], end_reason="expired"))
                 done.append(freeze_id)
         return done
 
@@ -209,7 +229,7 @@ class Freezes:
         with self._store.read() as session:
             active = active_freezes(session, now)
             labels = _rollout_labels(session)
-            out = [_view(f, now, _names_in(f, labels, now)) for f in active]
+            out = [_view(f, now, _names_in(f, labels)) for f in active]
             if include_ended:
                 query = (
                     select(FreezeRow)
@@ -293,12 +313,13 @@ def _labels_of(plan: object) -> dict[str, str]:
     return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
 
 
-def _names_in(freeze: Freeze, labels: dict[str, dict[str, str]], now: datetime) -> list[str]:
-    return sorted(n for n, ls in labels.items() if freeze.active(now) and freeze.covers(n, ls))
+def _names_in(freeze: Freeze, labels: dict[str, dict[str, str]]) -> list[str]:
+    """The rollouts in the freeze's scope (the caller knows whether it is active)."""
+    return sorted(n for n, ls in labels.items() if freeze.covers(n, ls))
 
 
-def _covered(session: Session, freeze: Freeze, now: datetime) -> list[str]:
-    return _names_in(freeze, _rollout_labels(session), now)
+def _covered(session: Session, freeze: Freeze) -> list[str]:
+    return _names_in(freeze, _rollout_labels(session))
 
 
 def _view(

@@ -79,6 +79,7 @@ class Runtime:
             max_attempts=self.settings.webhook_max_attempts,
         )
         self.rollouts.notify = self.outbox.enqueue
+        self.freezes.notify = self.outbox.enqueue_notice
         self.gate_tests = threading.BoundedSemaphore(self.settings.gate_test_concurrency)
         self.probes = {
             "database": Probe("database", self._database_report),

@@ -12,10 +12,12 @@ from controller.errors import Conflict, Invalid, NotFound, Refused
 from controller.flagstore import Flags
 from controller.freezes import Freezes
 from controller.jobs.scheduler import Scheduler
+from controller.notify.config import WebhookConfig
+from controller.notify.webhooks import Outbox
 from controller.rollouts import Rollouts, parse_plan_input
 from controller.storage.leases import Leases
 from controller.storage.store import Store
-from controller.storage.tables import AuditRow, FreezeRow, RolloutRow
+from controller.storage.tables import AuditRow, FreezeRow, RolloutRow, WebhookOutboxRow
 from stages.actions import Action
 from stages.state import Outcome
 from tests.integration.test_scheduler import GATED_PLAN, Clock, FakeGates, run, tick
@@ -277,3 +279,37 @@ def test_the_list_keeps_ended_freezes_when_asked(store: Store) -> None:
         (2, "expired", False),
         (1, "unfrozen", False),
     ]
+
+
+def test_each_freeze_event_is_sent_to_the_webhooks_that_want_it(store: Store) -> None:
+    hooks = [
+        WebhookConfig(name="ops", url="http://127.0.0.1:9/ops"),  # type: ignore[arg-type]
+        WebhookConfig(name="chat", url="http://127.0.0.1:9/chat", format="slack"),  # type: ignore[arg-type]
+        WebhookConfig(name="alarm", url="http://127.0.0.1:9/alarm", events=["rollback"]),  # type: ignore[arg-type]
+    ]
+    world = World(store, MEMORY_PLAN)
+    outbox = Outbox(store, hooks, public_url="https://rollouts.example", max_attempts=3)
+    world.freezes.notify = outbox.enqueue_notice
+    first = world.freeze("1h", "team=memory")
+    world.freeze("10s", reason="INC-9")
+    world.freezes.end(first, actor=ALICE, now=world.clock())
+    world.clock.advance(11)
+    world.freezes.expire(world.clock())
+
+    with store.read() as s:
+        rows = list(
+            s.execute(select(WebhookOutboxRow).order_by(col(WebhookOutboxRow.id))).scalars()
+        )
+    ops = [r.payload for r in rows if r.webhook == "ops"]
+    assert [p["event"] for p in ops] == ["freeze", "freeze", "unfreeze", "freeze.expire"]
+    assert ops[0]["freeze"]["scope"] == {"team": "memory"}
+    assert ops[0]["rollouts"] == ["memory-layer"] and ops[0]["actor"] == ALICE
+    assert ops[0]["url"] == "https://rollouts.example/ui/freezes"
+    assert ops[3]["freeze"]["end_reason"] == "expired" and ops[3]["actor"] == "controller"
+    chat = [r.payload["text"] for r in rows if r.webhook == "chat"]
+    assert chat[0].startswith(":ice_cube: Freeze: freeze 1: INC-123 until ")
+    assert chat[2] == ":sunny: Unfrozen: freeze 1 ended: INC-123"
+    assert not [r for r in rows if r.webhook == "alarm"]
+    assert {r.audit_id for r in rows if r.webhook == "ops"} == {
+        e.id for e in world.events("freeze")
+    } | {e.id for e in world.events("unfreeze") + world.events("freeze.expire")}
