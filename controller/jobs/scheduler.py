@@ -159,6 +159,7 @@ class Scheduler:
         self._store = store
         self._blockers = blockers
         self._on_pass = tuple(on_pass)
+        self._failing_hooks: set[PassHook] = set()
         self._rollouts = rollouts
         self._gates = gates
         self._leases = leases
@@ -337,7 +338,11 @@ class Scheduler:
             try:
                 hook(now)
             except Exception as exc:  # e.g. the database is away: the pass goes on
-                log.warning("scheduler pass hook %r failed: %s", hook, _first_line(exc))
+                if hook not in self._failing_hooks:  # once per streak, not once per tick
+                    self._failing_hooks.add(hook)
+                    log.warning("scheduler pass hook %r failed: %s", hook, _first_line(exc))
+            else:
+                self._failing_hooks.discard(hook)
 
     def _renew_leases(self) -> None:
         if time.monotonic() - self._last_renewed < LEASE_RENEW_SECONDS:
