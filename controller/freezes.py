@@ -32,7 +32,7 @@ from stages.freezes import (
     until_text,
 )
 from stages.plan import Plan
-from stages.state import RolloutState
+from stages.state import RolloutState, Status
 
 REASON_MAX_CHARS = 500  # shown in every frozen rollout's hold reason
 EXPIRED_BY = "controller"
@@ -304,8 +304,11 @@ def _close(session: Session, freeze_id: int, *, at: datetime, by: str, why: str)
 
 
 def _rollout_labels(session: Session) -> dict[str, dict[str, str]]:
-    rows = session.execute(select(RolloutRow.name, RolloutRow.plan)).all()
-    return {name: _labels_of(plan) for name, plan in rows}
+    """Labels of the rollouts a freeze can hold: finished ones have nothing to advance."""
+    query = select(RolloutRow.name, RolloutRow.plan).where(
+        col(RolloutRow.status).not_in([Status.COMPLETED.value, Status.ABORTED.value])
+    )
+    return {name: _labels_of(plan) for name, plan in session.execute(query).all()}
 
 
 def _labels_of(plan: object) -> dict[str, str]:

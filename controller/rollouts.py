@@ -656,9 +656,13 @@ def view_of(
 
 
 def with_freezes(view: dict[str, Any], frozen: list[dict[str, Any]]) -> dict[str, Any]:
-    """``frozen_by``: the active freezes that hold the rollout's advances (docs/freezes.md)."""
-    view["frozen_by"] = frozen
+    """``frozen_by``: the active freezes that hold the rollout's advances (docs/freezes.md);
+    none for a finished rollout, which has nothing left to advance."""
+    view["frozen_by"] = [] if view["status"] in _FINISHED else frozen
     return view
+
+
+_FINISHED = frozenset({Status.COMPLETED.value, Status.ABORTED.value})
 
 
 def with_kill_switch(view: dict[str, Any], enabled: bool | None) -> dict[str, Any]:

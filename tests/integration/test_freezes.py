@@ -201,6 +201,9 @@ def test_abort_and_the_kill_switch_act_while_frozen(store: Store) -> None:
 
     assert world.row("search").status == "paused"
     assert world.row("memory-layer").status == "aborted"
+    # Finished: nothing left to hold, so no longer shown as frozen.
+    assert world.rollouts.get("memory-layer", world.clock())["frozen_by"] == []
+    assert world.freezes.listing(world.clock())[0]["rollouts"] == ["search"]
 
 
 def test_a_manual_advance_is_refused_naming_the_freeze_and_an_admin_may_force_it(
