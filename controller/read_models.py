@@ -16,11 +16,13 @@ from sqlmodel import col, func, select
 from controller import audit
 from controller.audit_chain import VerifyReport
 from controller.errors import NotFound
+from controller.freezes import active_freezes, frozen_by
 from controller.gates import history as gate_history
-from controller.rollouts import flags_enabled, with_kill_switch
+from controller.rollouts import flags_enabled, with_freezes, with_kill_switch
 from controller.storage.mapping import rollout_view, state_from_row
 from controller.storage.store import Store
 from controller.storage.tables import GateEvaluationRow, RolloutRow
+from stages.freezes import Freeze
 from stages.state import ACTIVE_STATUSES, RolloutState
 from stages.windows import Window
 
@@ -79,7 +81,10 @@ class ReadModels:
         with self._store.read() as session:
             rows = session.execute(select(RolloutRow).order_by(col(RolloutRow.name))).scalars()
             enabled = flags_enabled(session)
-            return [self._summary(session, row, enabled.get(row.flag_key), now) for row in rows]
+            freezes = active_freezes(session, now)
+            return [
+                self._summary(session, row, enabled.get(row.flag_key), now, freezes) for row in rows
+            ]
 
     def rollout_detail(
         self, name: str, now: datetime, *, events: int, gate_points: int
@@ -89,7 +94,7 @@ class ReadModels:
         with self._store.read() as session:
             row = _rollout(session, name)
             enabled = flags_enabled(session).get(row.flag_key)
-            summary = self._summary(session, row, enabled, now)
+            summary = self._summary(session, row, enabled, now, active_freezes(session, now))
             plan = summary.state.plan
             gates = dict.fromkeys(g.name for i in range(len(plan.steps)) for g in plan.gates_for(i))
             return RolloutDetail(
@@ -113,11 +118,17 @@ class ReadModels:
             }
 
     def _summary(
-        self, session: Session, row: RolloutRow, enabled: bool | None, now: datetime
+        self,
+        session: Session,
+        row: RolloutRow,
+        enabled: bool | None,
+        now: datetime,
+        freezes: Sequence[Freeze] = (),
     ) -> RolloutSummary:
         state = state_from_row(row, default_windows=self.default_windows)
+        view = with_kill_switch(rollout_view(row, state, now), enabled)
         return RolloutSummary(
-            view=with_kill_switch(rollout_view(row, state, now), enabled),
+            view=with_freezes(view, frozen_by(freezes, row.name, state.plan, now)),
             state=state,
             checked_at=row.checked_at,
             created_at=row.created_at,

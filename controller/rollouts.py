@@ -21,8 +21,10 @@ from typing import Any, Literal
 from sqlalchemy.orm import Session
 from sqlmodel import col, select
 
+from controller import freezes as freeze_rules
 from controller import plan_history
 from controller.errors import Conflict, Invalid, NotFound, Refused, VersionConflict
+from controller.freezes import active_freezes, freezes_on, frozen_by, overridden
 from controller.gates import history as gate_history
 from controller.plan_checks import QuerySyntax, check_gate_queries, refusal
 from controller.storage.mapping import rollout_view, state_columns, state_from_row
@@ -167,10 +169,13 @@ class Rollouts:
         with self._store.read() as session:
             rows = session.execute(select(RolloutRow).order_by(col(RolloutRow.name))).scalars()
             enabled = flags_enabled(session)
-            return [
-                with_kill_switch(rollout_view(r, self.state_of(r), now), enabled.get(r.flag_key))
-                for r in rows
-            ]
+            freezes = active_freezes(session, now)
+            views = []
+            for r in rows:
+                state = self.state_of(r)
+                view = with_kill_switch(rollout_view(r, state, now), enabled.get(r.flag_key))
+                views.append(with_freezes(view, frozen_by(freezes, r.name, state.plan, now)))
+            return views
 
     def get(self, name: str, now: datetime) -> dict[str, Any]:
         with self._store.read() as session:
@@ -353,7 +358,9 @@ class Rollouts:
         force: bool = False,
         immediate: bool = False,
         expected_version: int | None = None,
+        admin: bool = False,
     ) -> dict[str, Any]:
+        """``admin``: the person may force an advance or approve past a freeze."""
         with self._unit_of_work() as uow:
             session = uow.session
             row = _load(session, name)
@@ -379,6 +386,14 @@ class Rollouts:
                 )
             except ActionRefused as exc:
                 raise Refused(exc.reason) from exc
+            freezes = active_freezes(session, now)
+            held = freezes_on(freezes, name, before.plan, now) if action in FROZEN else []
+            if held and not (force and admin):
+                raise Refused(freeze_rules.refusal(action.value, name, held))
+            if held:
+                # The override is part of the record, in the reason people read.
+                reason = f"{reason or after.reason} ({overridden(held)})"
+                after = replace(after, reason=reason)
             version = _cas(uow, row, after, now, bump=True)
             uow.record_transition(
                 at=now,
@@ -396,11 +411,13 @@ class Rollouts:
                     "gates": {g: o.value for g, o in before.last_outcomes.items()},
                     "serving_before": _serving_json(before, enabled),
                     "serving_after": _serving_json(after, enabled),
+                    **({"overrode_freezes": [f.id for f in held]} if held else {}),
                 },
             )
             uow.after_commit(partial(self._transitioned, name, action.value))
             fresh = _load(session, name)
-            return with_kill_switch(rollout_view(fresh, after, now), enabled)
+            view = with_kill_switch(rollout_view(fresh, after, now), enabled)
+            return with_freezes(view, frozen_by(freezes, name, after.plan, now))
 
     # -- automatic decisions -------------------------------------------------
 
@@ -532,6 +549,9 @@ class Rollouts:
                 reason="rollout deleted",
             )
 
+
+# Manual actions a freeze refuses: each widens exposure (or finishes the rollout).
+FROZEN = frozenset({Action.ADVANCE, Action.APPROVE})
 
 # Audit action names of the controller's own transitions.
 DECISION_ACTIONS: dict[type, str] = {
@@ -756,8 +776,19 @@ def flags_enabled(session: Session) -> dict[str, bool]:
 def view_of(
     session: Session, row: RolloutRow, state: RolloutState, now: datetime
 ) -> dict[str, Any]:
-    """The API's view of a rollout, with what its flag's kill switch does to it."""
-    return with_kill_switch(rollout_view(row, state, now), flag_enabled(session, row.flag_key))
+    """The API's view of a rollout, with what its flag's kill switch and freezes do to it."""
+    view = with_kill_switch(rollout_view(row, state, now), flag_enabled(session, row.flag_key))
+    return with_freezes(view, frozen_by(active_freezes(session, now), row.name, state.plan, now))
+
+
+def with_freezes(view: dict[str, Any], frozen: list[dict[str, Any]]) -> dict[str, Any]:
+    """``frozen_by``: the active freezes that hold the rollout's advances (docs/freezes.md);
+    none for a finished rollout, which has nothing left to advance."""
+    view["frozen_by"] = [] if view["status"] in _FINISHED else frozen
+    return view
+
+
+_FINISHED = frozenset({Status.COMPLETED.value, Status.ABORTED.value})
 
 
 def with_kill_switch(view: dict[str, Any], enabled: bool | None) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from fastapi import Depends, Request
 
 from controller.auth import Permission, Principal, TokenRegistry, require
 from controller.flagstore import Flags
+from controller.freezes import Freezes
 from controller.gates.prometheus import GateSource, PrometheusGates
 from controller.http.readiness import Probe
 from controller.jobs.scheduler import Scheduler
@@ -52,6 +53,7 @@ class Runtime:
     ui_sessions: UiSessions = field(init=False)
     # Every applied plan of every rollout (controller.plan_history).
     plan_history: PlanHistory = field(init=False)
+    freezes: Freezes = field(init=False)
     leases: Leases = field(init=False)
     scheduler: Scheduler | None = None
     # Picks up changes made through other replicas (None in tests that build no app).
@@ -78,6 +80,7 @@ class Runtime:
         if isinstance(self.gates, PrometheusGates):
             self.rollouts.query_syntax = self.gates
         self.rollouts.query_check_seconds = self.settings.gate_timeout
+        self.freezes = Freezes(self.store, self.changed)
         self.leases = Leases(self.store, self.replica_id)
         self.outbox = Outbox(
             self.store,
@@ -86,6 +89,7 @@ class Runtime:
             max_attempts=self.settings.webhook_max_attempts,
         )
         self.rollouts.notify = self.outbox.enqueue
+        self.freezes.notify = self.outbox.enqueue_notice
         self.gate_tests = threading.BoundedSemaphore(self.settings.gate_test_concurrency)
         self.probes = {
             "database": Probe("database", self._database_report),

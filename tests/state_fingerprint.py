@@ -17,6 +17,7 @@ from controller.storage.store import Store
 from controller.storage.tables import (
     AuditRow,
     FlagRow,
+    FreezeRow,
     GateEvaluationRow,
     RolloutRow,
     TokenRow,
@@ -70,4 +71,7 @@ def fingerprint(store: Store) -> dict[str, Any]:
             "gate_readings": session.execute(
                 select(func.count()).select_from(GateEvaluationRow)
             ).scalar_one(),
+            "freezes": dict(
+                session.execute(select(col(FreezeRow.id), col(FreezeRow.ended_at))).all()
+            ),
         }

@@ -132,6 +132,17 @@ class RolloutAnswer(Answer):
     created_at: Timestamp | None
     updated_at: Timestamp | None
     kill_switch: bool = Field(description="the rollout's flag is disabled")
+    frozen_by: list[FrozenBy] = Field(description="active freezes in scope; empty: none")
+
+
+class FrozenBy(Answer):
+    """An active freeze that holds this rollout's advances (docs/freezes.md)."""
+
+    id: int
+    reason: str
+    until: Timestamp
+    created_by: str
+    sentence: str = Field(description="frozen: INC-123 until 14:00 UTC by alice")
 
 
 class RolloutList(Answer):
@@ -204,6 +215,29 @@ class PlanRevisionDetail(PlanRevision):
     changes: list[PlanChange] | None = Field(
         default=None, description="against the previous revision; empty for the first"
     )
+
+
+# -- freezes -------------------------------------------------------------------
+
+
+class FreezeAnswer(Answer):
+    id: int
+    reason: str
+    until: Timestamp
+    scope: dict[str, str] = Field(description="label (or rollout) to value; {}: every rollout")
+    scope_text: str = Field(description="team=memory, ... or all rollouts")
+    created_by: str
+    created_at: Timestamp
+    active: bool
+    ended_at: Timestamp | None
+    ended_by: str | None
+    end_reason: str | None = Field(description="unfrozen or expired; null while active")
+    sentence: str = Field(description="what each held rollout says")
+    rollouts: list[str] = Field(description="the rollouts it holds now (active ones)")
+
+
+class FreezeList(Answer):
+    freezes: list[FreezeAnswer]
 
 
 # -- audit ---------------------------------------------------------------------

@@ -52,3 +52,22 @@ class SwitchBody(Body):
 class TokenBody(Body):
     name: str = Field(min_length=1, max_length=128, pattern=NO_NUL)
     role: Role
+
+
+class FreezeBody(Body):
+    reason: str = Field(
+        min_length=1, max_length=REASON_MAX_LENGTH, pattern=NO_NUL, description="e.g. INC-123"
+    )
+    until: str = Field(
+        max_length=64,
+        pattern=NO_NUL,
+        description="HH:MM (the next such time, in tz, UTC by default), a duration (2h) "
+        "or an ISO 8601 time",
+    )
+    tz: str | None = Field(default=None, max_length=64, pattern=NO_NUL, description="IANA zone")
+    scope: list[str] = Field(
+        default_factory=list,
+        max_length=16,
+        description="label=value terms, all must match (rollout=NAME: one rollout); "
+        "empty: every rollout",
+    )

@@ -19,7 +19,9 @@ from controller.api.answers import (
 )
 from controller.api.bodies import ActionBody, PlanBody
 from controller.api.params import MAX_DB_INT, PathText, QueryText
+from controller.auth import Role
 from controller.errors import Invalid
+from controller.labels import parse_selectors, with_labels
 from controller.rollouts import parse_plan_input
 from controller.runtime import Admin, Operator, Reader, RuntimeDep
 from stages.actions import Action
@@ -76,8 +78,15 @@ def apply_plan(
 
 
 @router.get("/rollouts", response_model=RolloutList, responses=errors(*READ_ERRORS))
-def list_rollouts(runtime: RuntimeDep, _who: Reader) -> dict[str, Any]:
-    return {"rollouts": runtime.rollouts.list_all(runtime.clock())}
+def list_rollouts(
+    runtime: RuntimeDep,
+    _who: Reader,
+    label: Annotated[
+        list[str], Query(description="team=memory; repeat for more, all must hold")
+    ] = [],  # noqa: B006 (FastAPI copies the default)
+) -> dict[str, Any]:
+    selectors = parse_selectors(label)
+    return {"rollouts": with_labels(runtime.rollouts.list_all(runtime.clock()), selectors)}
 
 
 @router.get("/rollouts/{name}", response_model=RolloutAnswer, responses=errors(404, *READ_ERRORS))
@@ -93,7 +102,9 @@ def get_rollout(name: PathText, runtime: RuntimeDep, _who: Reader) -> dict[str, 
 def act(
     name: PathText, action: Action, body: ActionBody, runtime: RuntimeDep, who: Operator
 ) -> dict[str, Any]:
-    """start, pause, resume, advance (force), approve, rollback (immediate), abort, retry."""
+    """start, pause, resume, advance (force), approve, rollback (immediate), abort, retry.
+    While a freeze holds the rollout, advance and approve are refused (409) unless an
+    admin sends force (recorded)."""
     return runtime.rollouts.act(
         name,
         action,
@@ -103,6 +114,7 @@ def act(
         force=body.force,
         immediate=body.immediate,
         expected_version=body.version,
+        admin=who.role is Role.ADMIN,  # only an admin's force gets past a freeze
     )
 
 

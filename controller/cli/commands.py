@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 import httpx
 
 from controller.cli import format as fmt
-from controller.cli import plan_commands
+from controller.cli import freeze_commands, plan_commands
 
 _MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 ACTIONS = ("start", "pause", "resume", "advance", "approve", "rollback", "abort", "retry")
@@ -280,7 +280,8 @@ def cmd_status(args: argparse.Namespace, api: Api) -> int:
         gates = api.call("GET", f"/api/v1/rollouts/{args.name}/gates", params={"limit": 1})
         print(fmt.rollout_detail(rollout, gates["latest"]))
         return 0
-    rollouts = api.call("GET", "/api/v1/rollouts")["rollouts"]
+    params = {"label": args.label} if args.label else None
+    rollouts = api.call("GET", "/api/v1/rollouts", params=params)["rollouts"]
     show(args, rollouts, fmt.rollout_table)
     return 0
 
@@ -604,6 +605,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", parents=[common], help="show rollouts, or one in detail")
     status.add_argument("name", nargs="?")
+    status.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="LABEL=VALUE",
+        help="only rollouts whose plan has this label (repeatable, all must hold)",
+    )
 
     for action in ACTIONS:
         p = sub.add_parser(action, parents=[common], help=f"{action} a rollout")
@@ -619,7 +627,14 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--force",
                 action="store_true",
-                help="advance even while a gate is at rollback/abort (recorded)",
+                help="advance even while a gate is at rollback/abort, or (admins) a freeze "
+                "holds the rollout (recorded)",
+            )
+        if action == "approve":
+            p.add_argument(
+                "--force",
+                action="store_true",
+                help="admins: approve even while a freeze holds the rollout (recorded)",
             )
         if action == "rollback":
             p.add_argument(
@@ -694,6 +709,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "delete", parents=[common], help="delete a finished rollout (admin)"
     ).add_argument("name")
+    freeze_commands.add_parsers(sub, common)
     return parser
 
 
@@ -711,6 +727,7 @@ HANDLERS = {
     "delete": cmd_delete,
     "webhooks": cmd_webhooks,
     **dict.fromkeys(ACTIONS, cmd_action),
+    **freeze_commands.HANDLERS,
 }
 
 

@@ -57,15 +57,21 @@ def rollout_table(rollouts: list[dict[str, Any]]) -> str:
         [
             r["name"],
             r["flag"],
-            r["status"],
+            r["status"] + (" (frozen)" if r.get("frozen_by") else ""),
             f"{r['step'] + 1}/{r['step_count']} {r['step_label']}",
             serving_text(r["serving"]),
             duration(r["seconds_in_step"]),
             gates_text(r["last_outcomes"]),
+            labels_text(r["plan"].get("labels") or {}),
         ]
         for r in rollouts
     ]
-    return table(["rollout", "flag", "status", "step", "serving", "in step", "gates"], rows)
+    headers = ["rollout", "flag", "status", "step", "serving", "in step", "gates", "labels"]
+    return table(headers, rows)
+
+
+def labels_text(labels: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items())) or "-"
 
 
 def rollout_detail(r: dict[str, Any], latest: list[dict[str, Any]] | None = None) -> str:
@@ -83,9 +89,11 @@ def rollout_detail(r: dict[str, Any], latest: list[dict[str, Any]] | None = None
             else ""
         ),
         f"  gates:    {gates_text(r['last_outcomes'])}",
+        f"  labels:   {labels_text(r['plan'].get('labels') or {})}",
     ]
     if r.get("window"):
         lines.append(f"  window:   {window_text(r['window'])}")
+    lines += [f"  FROZEN:   freeze {f['id']}: {f['sentence']}" for f in r.get("frozen_by", [])]
     if latest:
         observed = observe_only_gates(r["plan"])
         lines.append("  readings:")

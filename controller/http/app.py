@@ -18,6 +18,7 @@ from controller import ui
 from controller.api import (
     evaluation,
     flags,
+    freezes,
     gates,
     health,
     impressions,
@@ -91,6 +92,8 @@ def build_runtime(settings: Settings) -> Runtime:
             tick_seconds=settings.scheduler_tick,
             retention=parse_duration(settings.gate_history_retention),
             workers=settings.scheduler_workers,
+            blockers=runtime.freezes.blocking,
+            on_pass=[runtime.freezes.expire],
         )
     runtime.refresher = SnapshotRefresher(
         runtime.snapshots, runtime.tokens, interval=settings.snapshot_poll
@@ -192,7 +195,7 @@ def create_app(
         max_body_bytes=settings.max_body_bytes,
         latency=app.state.metrics.evaluation_latency,
     )
-    for module in (health, evaluation, flags, rollouts, gates, tokens, webhooks):
+    for module in (health, evaluation, flags, rollouts, gates, tokens, webhooks, freezes):
         app.include_router(module.router)
     app.include_router(plan_history.router)
     impressions.install(app)  # SDK reports: counts into evaluation_counts, impression rings

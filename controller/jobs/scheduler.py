@@ -19,8 +19,8 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
@@ -67,6 +67,13 @@ FAILURES_BEFORE_PAUSE = 3
 # A pass not finished within this many ticks means the scheduler is stalled (/readyz).
 STALL_TICKS = 3
 _PRUNE = "(prune gate history)"  # not a rollout name: those are refused with parentheses
+
+# Why a rollout may not advance now, from outside its plan (a freeze in scope): the
+# sentences for ``RolloutState.blocked``. Read once per check, so a freeze made on any
+# replica holds the next check of every replica.
+Blockers = Callable[[RolloutState, datetime], tuple[str, ...]]
+# Run once per pass with its ``now``, never raising into it (freeze expiry).
+PassHook = Callable[[datetime], object]
 
 
 def query_variables(state: RolloutState, now: datetime) -> dict[str, str]:
@@ -145,8 +152,13 @@ class Scheduler:
         tick_seconds: float = 1.0,
         retention: timedelta = timedelta(days=14),
         workers: int = DEFAULT_WORKERS,
+        blockers: Blockers | None = None,
+        on_pass: Sequence[PassHook] = (),
     ) -> None:
         self._store = store
+        self._blockers = blockers
+        self._on_pass = tuple(on_pass)
+        self._failing_hooks: set[PassHook] = set()
         self._rollouts = rollouts
         self._gates = gates
         self._leases = leases
@@ -283,6 +295,7 @@ class Scheduler:
         try:
             now = self._clock()
             self._renew_leases()
+            self._run_pass_hooks(now)
             for name, interval, due_at in self._due(now):
                 slow = name in self._slow
                 task = partial(self._run_check, name, interval, due_at, now)
@@ -318,6 +331,17 @@ class Scheduler:
                     return True
             time.sleep(0.005)
         return False
+
+    def _run_pass_hooks(self, now: datetime) -> None:
+        for hook in self._on_pass:
+            try:
+                hook(now)
+            except Exception as exc:  # e.g. the database is away: the pass goes on
+                if hook not in self._failing_hooks:  # once per streak, not once per tick
+                    self._failing_hooks.add(hook)
+                    log.warning("scheduler pass hook %r failed: %s", hook, _first_line(exc))
+            else:
+                self._failing_hooks.discard(hook)
 
     def _renew_leases(self) -> None:
         if time.monotonic() - self._last_renewed < LEASE_RENEW_SECONDS:
@@ -435,6 +459,8 @@ class Scheduler:
             return CheckResult(name, None, [], skipped=f"{state.status}")
         if not self._leases.acquire(name):
             return CheckResult(name, None, [], skipped="lease held by another replica")
+        if self._blockers is not None:
+            state = replace(state, blocked=(*state.blocked, *self._blockers(state, now)))
         readings = read_gates(self._gates, state, now, deadline)
         decision = decide(state, readings, now)
         try:

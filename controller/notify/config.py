@@ -17,6 +17,9 @@ from stages.actions import Action
 TRANSITION_EVENTS: frozenset[str] = frozenset(DECISION_ACTIONS.values()) | frozenset(
     a.value for a in Action
 )
+# A freeze made, ended or expired (docs/freezes.md): about many rollouts, not one.
+FREEZE_EVENTS: frozenset[str] = frozenset({"freeze", "unfreeze", "freeze.expire"})
+KNOWN_EVENTS = TRANSITION_EVENTS | FREEZE_EVENTS
 
 
 class WebhookConfig(BaseModel):
@@ -25,7 +28,7 @@ class WebhookConfig(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     url: HttpUrl = Field(repr=False)
     format: Literal["slack", "json"] = "json"
-    # None: every transition and every manual action.
+    # None: every transition, every manual action and every freeze event.
     events: frozenset[str] | None = None
     # With a secret, each delivery carries X-Rollout-Signature: sha256=<hmac of the body>.
     secret: SecretStr | None = None
@@ -37,16 +40,15 @@ class WebhookConfig(BaseModel):
             return None
         if not events:
             raise ValueError("an empty list would send nothing; leave 'events' out for all")
-        unknown = sorted(events - TRANSITION_EVENTS)
+        unknown = sorted(events - KNOWN_EVENTS)
         if unknown:
             raise ValueError(
-                f"unknown event(s) {', '.join(unknown)}; "
-                f"known: {', '.join(sorted(TRANSITION_EVENTS))}"
+                f"unknown event(s) {', '.join(unknown)}; known: {', '.join(sorted(KNOWN_EVENTS))}"
             )
         return events
 
     def wants(self, event: str) -> bool:
-        return event in (self.events if self.events is not None else TRANSITION_EVENTS)
+        return event in (self.events if self.events is not None else KNOWN_EVENTS)
 
 
 def unique_names(webhooks: list[WebhookConfig]) -> list[WebhookConfig]:

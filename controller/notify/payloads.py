@@ -142,6 +142,59 @@ def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+@dataclass(frozen=True, slots=True)
+class FreezeNotice:
+    """A freeze made, ended or expired: its audit event and the freeze as the API shows it."""
+
+    audit_id: int
+    action: str  # freeze, unfreeze, freeze.expire
+    actor: str
+    at: datetime
+    reason: str  # the audit event's sentence
+    freeze: dict[str, Any]
+    rollouts: list[str]  # those it held when the event was written
+
+
+def freeze_json_payload(notice: FreezeNotice, public_url: str | None) -> dict[str, Any]:
+    return {
+        "event": notice.action,
+        "freeze": notice.freeze,
+        "rollouts": notice.rollouts,
+        "reason": notice.reason,
+        "actor": notice.actor,
+        "at": notice.at.isoformat(),
+        "audit_id": notice.audit_id,
+        "url": f"{public_url.rstrip('/')}/ui/freezes" if public_url else None,
+    }
+
+
+_FREEZE_WORDS = {
+    "freeze": (":ice_cube:", "Freeze"),
+    "unfreeze": (":sunny:", "Unfrozen"),
+    "freeze.expire": (":sunny:", "Freeze expired"),
+}
+
+
+def freeze_slack_payload(notice: FreezeNotice, public_url: str | None) -> dict[str, Any]:
+    emoji, verb = _FREEZE_WORDS.get(notice.action, (":information_source:", notice.action))
+    summary = f"{emoji} {verb}: {_escape(notice.reason)}"
+    held = ", ".join(notice.rollouts) or "none now"
+    context = [f"by {_escape(notice.actor)}", f"holds: {_escape(held)}"]
+    context.append(f"audit #{notice.audit_id}")
+    if public_url:
+        context.append(f"<{public_url.rstrip('/')}/ui/freezes|open>")
+    return {
+        "text": summary,
+        "blocks": [
+            {"type": "section", "text": {"type": "mrkdwn", "text": summary}},
+            {
+                "type": "context",
+                "elements": [{"type": "mrkdwn", "text": " \u00b7 ".join(context)}],
+            },
+        ],
+    }
+
+
 def body_bytes(payload: dict[str, Any]) -> bytes:
     """The exact bytes sent (and signed): compact JSON, keys in a fixed order."""
     return json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()

@@ -101,6 +101,42 @@ class Outbox:
                 )
             )
 
+    def enqueue_notice(self, session: Session, event: AuditRow, freeze: dict[str, Any]) -> None:
+        """A freeze event's rows, like ``enqueue``: in the freeze's own transaction."""
+        interested = [w for w in self.webhooks.values() if w.wants(event.action)]
+        if not interested:
+            return
+        details = event.details if isinstance(event.details, dict) else {}
+        notice = payloads.FreezeNotice(
+            audit_id=event.id or 0,
+            action=event.action,
+            actor=event.actor,
+            at=event.at,
+            reason=event.reason,
+            freeze=freeze,
+            rollouts=list(details.get("rollouts", freeze.get("rollouts", []))),
+        )
+        for hook in interested:
+            build = (
+                payloads.freeze_slack_payload
+                if hook.format == "slack"
+                else payloads.freeze_json_payload
+            )
+            session.add(
+                WebhookOutboxRow(
+                    delivery_id=str(uuid.uuid4()),
+                    created_at=event.at,
+                    webhook=hook.name,
+                    audit_id=event.id,
+                    event=event.action,
+                    rollout=None,
+                    payload=build(notice, self._public_url),
+                    status="pending",
+                    attempts=0,
+                    next_attempt_at=event.at,
+                )
+            )
+
     # -- the worker's side -------------------------------------------------------------
 
     def any_due(self, now: datetime, names: Iterable[str]) -> bool:

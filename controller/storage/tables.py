@@ -250,3 +250,23 @@ class PlanRevisionRow(SQLModel, table=True):
     # What changed against the revision before, in one line ("created: 5 steps, 2 gates").
     summary: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
     applied_at: datetime = _ts()
+
+
+class FreezeRow(SQLModel, table=True):
+    """A freeze (stages.freezes): no advance of a rollout in ``scope`` until ``until``,
+    unless ended first (``ended_at``). Ended rows stay, for the audit trail and lists."""
+
+    __tablename__ = "freezes"
+    __table_args__ = (Index("ix_freezes_ended_until", "ended_at", "until"),)
+
+    id: int | None = _serial_id()
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    # [[key, value], ...]: all must match; empty: every rollout.
+    scope: list[list[str]] = Field(sa_column=Column(JSON, nullable=False))
+    until: datetime = _ts()
+    created_by: str = Field(max_length=128)
+    created_at: datetime = _ts()
+    ended_at: datetime | None = _ts(nullable=True)
+    ended_by: str | None = Field(default=None, max_length=128)
+    # "unfrozen" (a person) or "expired" (its time came).
+    end_reason: str | None = Field(default=None, max_length=32)

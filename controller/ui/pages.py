@@ -18,9 +18,12 @@ from controller.ui import charts
 from controller.ui.forecast import Forecast, forecast
 from flags.model import EvaluationContext
 from stages.actions import NEEDS_FLAG_ENABLED, Action, available_actions
+from stages.freezes import labels_match
 from stages.plan import Gate
 from stages.state import RolloutState, Status, serving
 
+# Forecasts a freeze replaces: those that would widen exposure or wait for it.
+_FROZEN_HIDES = frozenset({"advance", "hold", "person"})
 _AUDIT_ROWS = 100
 _EVENTS_READ = 1000  # for the percent chart and the count; the table shows _AUDIT_ROWS
 _PLAN_REVISION_ROWS = 20
@@ -50,8 +53,12 @@ class GatePanel:
     compare: bool = False  # the chart is new - old with its interval, against the margin
 
 
-def overview(runtime: Runtime, now: datetime) -> list[RolloutCard]:
-    return [_card(summary, now) for summary in runtime.read_models.rollout_summaries(now)]
+def overview(
+    runtime: Runtime, now: datetime, labels: Sequence[tuple[str, str]] = ()
+) -> list[RolloutCard]:
+    """Every rollout, or those whose plan labels hold every ``(label, value)``."""
+    summaries = runtime.read_models.rollout_summaries(now)
+    return [_card(s, now) for s in summaries if labels_match(dict(s.state.plan.labels), labels)]
 
 
 def rollout_page(runtime: Runtime, name: str, now: datetime) -> dict[str, Any]:
@@ -119,6 +126,10 @@ def _card(summary: RolloutSummary, now: datetime) -> RolloutCard:
             "enabling it does not resume the rollout",
             ahead.headline,
         )
+    if view.get("frozen_by") and ahead.tone in _FROZEN_HIDES:
+        # decide() holds a ready advance while frozen; the stored state does not know.
+        sentences = "; ".join(f["sentence"] for f in view["frozen_by"])
+        ahead = Forecast("hold", f"{sentences}: advances wait; rollbacks still act", ahead.headline)
     return RolloutCard(
         view=view,
         forecast=ahead,

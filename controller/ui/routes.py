@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, FastAPI, Form, Request, Response
+from fastapi import APIRouter, FastAPI, Form, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -20,10 +20,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from controller.api.bodies import REASON_MAX_LENGTH
 from controller.api.evaluation import EvaluationCounts
-from controller.auth import Permission, Principal
+from controller.auth import Permission, Principal, Role
 from controller.errors import NotFound, Refused, Unauthorized, VersionConflict
 from controller.runtime import Runtime, RuntimeDep
-from controller.ui import formatting, pages
+from controller.ui import formatting, freeze_routes, label_filter, pages
 from controller.ui.session import (
     FormUser,
     SessionUser,
@@ -65,6 +65,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(UiForbidden, _forbidden)
     app.add_middleware(SecurityHeaders)
     app.include_router(router)
+    app.include_router(freeze_routes.router)
 
 
 # The UI loads only its own script and stylesheet, has no inline script or style, and
@@ -216,16 +217,40 @@ def signout(request: Request, runtime: RuntimeDep, _user: FormUser) -> Response:
 # --- rollouts -------------------------------------------------------------------------
 
 
+LabelQuery = Annotated[list[str], Query(description="team=memory; repeatable, all hold")]
+
+
 @router.get("/")
-def overview(request: Request, runtime: RuntimeDep, user: SessionUser) -> Response:
-    cards = pages.overview(runtime, runtime.clock())
-    return _render(request, "overview.html", user, cards=cards, live_url="/ui/live/overview")
+def overview(
+    request: Request,
+    runtime: RuntimeDep,
+    user: SessionUser,
+    label: LabelQuery = [],  # noqa: B006 (FastAPI copies the default)
+) -> Response:
+    chosen = label_filter.chosen(label)
+    cards = [] if chosen.problem else pages.overview(runtime, runtime.clock(), chosen.selectors)
+    live = "/ui/live/overview" + (f"?{request.url.query}" if request.url.query else "")
+    return _render(
+        request,
+        "overview.html",
+        user,
+        422 if chosen.problem else 200,
+        cards=cards,
+        label_filter=chosen,
+        live_url=live,
+    )
 
 
 @router.get("/ui/live/overview")
-def overview_live(request: Request, runtime: RuntimeDep, user: SessionUser) -> Response:
-    cards = pages.overview(runtime, runtime.clock())
-    return _render(request, "live_overview.html", user, cards=cards)
+def overview_live(
+    request: Request,
+    runtime: RuntimeDep,
+    user: SessionUser,
+    label: LabelQuery = [],  # noqa: B006
+) -> Response:
+    chosen = label_filter.chosen(label)
+    cards = [] if chosen.problem else pages.overview(runtime, runtime.clock(), chosen.selectors)
+    return _render(request, "live_overview.html", user, cards=cards, label_filter=chosen)
 
 
 @router.get("/ui/rollouts/{name}")
@@ -321,6 +346,7 @@ def act(
             reason=reason.strip(),
             force=forced,
             immediate=immediate == "1",
+            admin=user.role is Role.ADMIN,
         )
     except NotFound as exc:
         return refuse(404, exc.message)

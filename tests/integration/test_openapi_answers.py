@@ -74,6 +74,9 @@ ANSWERS: dict[tuple[str, str], tuple[type[BaseModel], ...]] = {
     ("get", "/api/v1/evaluate/{key}"): (answers.EvaluationAnswer,),
     ("post", "/api/v1/evaluate/{key}"): (answers.EvaluationAnswer,),
     ("get", "/api/v1/snapshot"): (answers.SnapshotAnswer,),
+    ("post", "/api/v1/freezes"): (answers.FreezeAnswer,),
+    ("get", "/api/v1/freezes"): (answers.FreezeList,),
+    ("delete", "/api/v1/freezes/{freeze_id}"): (answers.FreezeAnswer,),
     # 204 No Content: no body to describe.
     ("delete", "/api/v1/flags/{key}"): (),
     ("delete", "/api/v1/rollouts/{name}"): (),
@@ -406,6 +409,26 @@ def test_impression_answers(seeded: Seeded) -> None:
         "key_hash": "0123abcd",
         "at": datetime.fromtimestamp(1.5e9, UTC).isoformat(),
     }
+
+
+def test_freeze_answers(seeded: Seeded) -> None:
+    now = datetime.now(UTC)
+    body = {"reason": "INC-7", "until": "2h", "scope": [f"rollout={ROLLOUT}"]}
+    with seeded.server.client() as c:
+        made = ok(c.post("/api/v1/freezes", json=body), 201)
+        listed = ok(c.get("/api/v1/freezes"))
+        held = ok(c.get(f"/api/v1/rollouts/{ROLLOUT}"))
+        ended = ok(c.delete(f"/api/v1/freezes/{made['id']}"))
+        every = ok(c.get("/api/v1/freezes", params={"ended": "true"}))
+    for freeze in (made, ended):
+        check(freeze, answers.FreezeAnswer)
+    check(listed, answers.FreezeList)
+    check(every, answers.FreezeList)
+    check(held, answers.RolloutAnswer)
+    assert made["rollouts"] == [ROLLOUT] and listed["freezes"] == [made]
+    assert [f["id"] for f in held["frozen_by"]] == [made["id"]]
+    assert ended["active"] is False and ended["end_reason"] == "unfrozen"
+    assert every["freezes"] == as_json(seeded.runtime.freezes.listing(now, include_ended=True))
 
 
 def test_evaluation_and_health_answers(seeded: Seeded) -> None:

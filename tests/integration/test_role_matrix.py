@@ -70,6 +70,9 @@ API_MATRIX: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/tokens"): "admin",
     ("POST", "/api/v1/tokens"): "admin",
     ("DELETE", "/api/v1/tokens/{token_id}"): "admin",
+    ("POST", "/api/v1/freezes"): "operator",
+    ("GET", "/api/v1/freezes"): "viewer",
+    ("DELETE", "/api/v1/freezes/{freeze_id}"): "operator",
 }
 
 # Routes outside /openapi.json. The web UI authenticates a session cookie (the token),
@@ -92,6 +95,9 @@ OTHER_MATRIX: dict[tuple[str, str], str] = {
     ("GET", "/ui/live/flags"): "viewer",
     ("POST", "/ui/rollouts/{name}/actions/{action}"): "operator",
     ("POST", "/ui/flags/kill-switch"): "operator",
+    ("GET", "/ui/freezes"): "viewer",
+    ("POST", "/ui/freezes"): "operator",
+    ("POST", "/ui/freezes/{freeze_id}/end"): "operator",
 }
 
 FLAG_BODY = {"type": "boolean", "variants": {"off": False, "on": True}, "default_variant": "off"}
@@ -143,6 +149,13 @@ class World:
         r = self.admin.post("/api/v1/tokens", json={"name": self.name("token"), "role": "sdk"})
         assert r.status_code == 201, r.text
         return str(r.json()["id"])
+
+    def new_freeze(self) -> int:
+        # Scoped to a rollout that does not exist: it holds none of the other probes.
+        body = {"reason": "role matrix", "until": "1h", "scope": [f"rollout={self.name('x')}"]}
+        r = self.admin.post("/api/v1/freezes", json=body)
+        assert r.status_code == 201, r.text
+        return int(r.json()["id"])
 
     def rollout_version(self, name: str) -> str:
         return str(self.admin.get(f"/api/v1/rollouts/{name}").json()["version"])
@@ -244,6 +257,17 @@ PROBES: dict[tuple[str, str], Callable[[World], Call]] = {
     ("DELETE", "/api/v1/tokens/{token_id}"): lambda w: Call(
         "DELETE", f"/api/v1/tokens/{w.new_token()}", changes=True
     ),
+    ("POST", "/api/v1/freezes"): lambda w: Call(
+        "POST",
+        "/api/v1/freezes",
+        json={"reason": "role matrix", "until": "1h", "scope": [f"rollout={w.name('f')}"]},
+        ok=(201,),
+        changes=True,
+    ),
+    ("GET", "/api/v1/freezes"): lambda w: Call("GET", "/api/v1/freezes"),
+    ("DELETE", "/api/v1/freezes/{freeze_id}"): lambda w: Call(
+        "DELETE", f"/api/v1/freezes/{w.new_freeze()}", changes=True
+    ),
 }
 
 
@@ -285,6 +309,17 @@ OTHER_PROBES: dict[tuple[str, str], Callable[[World], Call]] = {
         form={"flag": w.new_flag(), "enabled": "0", "reason": "role matrix"},
         ok=(303,),
         changes=True,
+    ),
+    ("GET", "/ui/freezes"): lambda w: Call("GET", "/ui/freezes"),
+    ("POST", "/ui/freezes"): lambda w: Call(
+        "POST",
+        "/ui/freezes",
+        form={"reason": "role matrix", "until": "1h", "scope": f"rollout={w.name('uf')}"},
+        ok=(303,),
+        changes=True,
+    ),
+    ("POST", "/ui/freezes/{freeze_id}/end"): lambda w: Call(
+        "POST", f"/ui/freezes/{w.new_freeze()}/end", form={}, ok=(303,), changes=True
     ),
 }
 
