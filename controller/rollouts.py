@@ -11,7 +11,7 @@ refused; a gate check that raced with anything is dropped."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import partial
@@ -94,6 +94,10 @@ class Rollouts:
         # Told each transition's audit event inside its transaction, so that what it
         # writes (the webhook outbox) commits or rolls back with the transition.
         self.notify: Notifier | None = None
+
+    def transaction(self) -> AbstractContextManager[UnitOfWork]:
+        """A unit of work for a use case that acts on rollouts among other writes."""
+        return self._unit_of_work()
 
     def _unit_of_work(self) -> AbstractContextManager[UnitOfWork]:
         """A transaction that refreshes the snapshot after an audited change and writes
@@ -232,8 +236,11 @@ class Rollouts:
         force: bool = False,
         immediate: bool = False,
         expected_version: int | None = None,
+        within: UnitOfWork | None = None,
     ) -> dict[str, Any]:
-        with self._unit_of_work() as uow:
+        """``within``: the caller's unit of work (an alert's action commits with the
+        alert's record); ``Refused`` comes before anything is written."""
+        with nullcontext(within) if within is not None else self._unit_of_work() as uow:
             session = uow.session
             row = _load(session, name)
             if expected_version is not None and expected_version != row.version:

@@ -338,6 +338,26 @@ class DeliveryList(Answer):
     deliveries: list[DeliveryAnswer]
 
 
+# -- alerts --------------------------------------------------------------------
+
+
+class AlertOutcome(Answer):
+    """What one alert did to one rollout, or (``rollout`` null) why it did nothing."""
+
+    alert: str = Field(description="the alert's name (alertname)")
+    fingerprint: str = Field(description="Alertmanager's fingerprint, or the plain form's id")
+    status: Literal["firing", "resolved"]
+    rollout: str | None
+    action: Literal["hold", "rollback", "abort"] | None
+    outcome: Literal["acted", "held", "refused", "replayed", "cleared", "resolved", "ignored"]
+    message: str
+
+
+class AlertsAnswer(Answer):
+    received: int = Field(description="alerts in the notification")
+    results: list[AlertOutcome]
+
+
 # -- what SDKs report, and impressions ------------------------------------------
 
 

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 
 from controller import ui
 from controller.api import (
+    alerts,
     evaluation,
     flags,
     gates,
@@ -90,6 +91,7 @@ def build_runtime(settings: Settings) -> Runtime:
             tick_seconds=settings.scheduler_tick,
             retention=parse_duration(settings.gate_history_retention),
             workers=settings.scheduler_workers,
+            blockers=(runtime.alerts.blocked,),
         )
     runtime.refresher = SnapshotRefresher(
         runtime.snapshots, runtime.tokens, interval=settings.snapshot_poll
@@ -186,7 +188,7 @@ def create_app(
         max_body_bytes=settings.max_body_bytes,
         latency=app.state.metrics.evaluation_latency,
     )
-    for module in (health, evaluation, flags, rollouts, gates, tokens, webhooks):
+    for module in (health, evaluation, flags, rollouts, gates, tokens, webhooks, alerts):
         app.include_router(module.router)
     impressions.install(app)  # SDK reports: counts into evaluation_counts, impression rings
     ui.install(app)

@@ -19,8 +19,8 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
@@ -68,6 +68,8 @@ FAILURES_BEFORE_PAUSE = 3
 # A pass not finished within this many ticks means the scheduler is stalled (/readyz).
 STALL_TICKS = 3
 _PRUNE = "(prune gate history)"  # not a rollout name: those are refused with parentheses
+# A rollout's name to the sentences that stop its advances now (controller.alerts).
+Blocker = Callable[[str], Sequence[str]]
 
 
 def query_variables(state: RolloutState, now: datetime) -> dict[str, str]:
@@ -146,8 +148,12 @@ class Scheduler:
         tick_seconds: float = 1.0,
         retention: timedelta = timedelta(days=14),
         workers: int = DEFAULT_WORKERS,
+        blockers: Sequence[Blocker] = (),
     ) -> None:
         self._store = store
+        # Why a rollout may not advance now, from outside its plan (an alert's hold):
+        # read at each check into RolloutState.blocked.
+        self._blockers = tuple(blockers)
         self._rollouts = rollouts
         self._gates = gates
         self._leases = leases
@@ -436,6 +442,9 @@ class Scheduler:
             return CheckResult(name, None, [], skipped=f"{state.status}")
         if not self._leases.acquire(name):
             return CheckResult(name, None, [], skipped="lease held by another replica")
+        if self._blockers:
+            blocked = tuple(reason for blocker in self._blockers for reason in blocker(name))
+            state = replace(state, blocked=state.blocked + blocked)
         readings = read_gates(self._gates, state, now, deadline)
         decision = decide(state, readings, now)
         try:
