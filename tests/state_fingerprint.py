@@ -15,6 +15,7 @@ from sqlmodel import col, select
 from controller.audit import current_revision
 from controller.storage.store import Store
 from controller.storage.tables import (
+    AlertRow,
     AuditRow,
     FlagRow,
     GateEvaluationRow,
@@ -40,7 +41,8 @@ def snapshot(store: Store) -> Iterator[Session]:
 
 def fingerprint(store: Store) -> dict[str, Any]:
     """The revision every change moves, the audit chain's head, every flag's and
-    rollout's version, the tokens, the webhook outbox and the stored gate readings."""
+    rollout's version, the tokens, the webhook outbox, the stored gate readings and
+    the alerts' rows."""
     with snapshot(store) as session:
         head = session.execute(
             select(col(AuditRow.id), col(AuditRow.hash)).order_by(col(AuditRow.id).desc()).limit(1)
@@ -70,4 +72,8 @@ def fingerprint(store: Store) -> dict[str, Any]:
             "gate_readings": session.execute(
                 select(func.count()).select_from(GateEvaluationRow)
             ).scalar_one(),
+            # What alerts did, and the holds they keep.
+            "alerts": session.execute(
+                select(col(AlertRow.id), col(AlertRow.status), col(AlertRow.holding))
+            ).all(),
         }

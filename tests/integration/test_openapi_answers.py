@@ -14,6 +14,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -71,6 +72,8 @@ ANSWERS: dict[tuple[str, str], tuple[type[BaseModel], ...]] = {
     ("get", "/api/v1/evaluate/{key}"): (answers.EvaluationAnswer,),
     ("post", "/api/v1/evaluate/{key}"): (answers.EvaluationAnswer,),
     ("get", "/api/v1/snapshot"): (answers.SnapshotAnswer,),
+    ("post", "/api/v1/alerts/alertmanager"): (answers.AlertsAnswer,),
+    ("post", "/api/v1/alerts"): (answers.AlertsAnswer,),
     # 204 No Content: no body to describe.
     ("delete", "/api/v1/flags/{key}"): (),
     ("delete", "/api/v1/rollouts/{name}"): (),
@@ -385,6 +388,27 @@ def test_impression_answers(seeded: Seeded) -> None:
         "key_hash": "0123abcd",
         "at": datetime.fromtimestamp(1.5e9, UTC).isoformat(),
     }
+
+
+def test_alert_answers(seeded: Seeded) -> None:
+    data = Path(__file__).resolve().parent.parent / "data" / "alertmanager"
+    notification = json.loads((data / "rollback-firing.json").read_text())
+    notification["alerts"][0]["labels"].update(rollout=ROLLOUT, action="hold")
+    fingerprint = notification["alerts"][0]["fingerprint"]
+    starts_at = notification["alerts"][0]["startsAt"]
+    plain = {"name": "HighErrorRate", "status": "resolved", "id": fingerprint}
+    with seeded.server.client() as c:
+        held = ok(c.post("/api/v1/alerts/alertmanager", json=notification))
+        cleared = ok(c.post("/api/v1/alerts", json={**plain, "starts_at": starts_at}))
+        ignored = ok(c.post("/api/v1/alerts", json={**plain, "labels": {"rollout": "nope"}}))
+    for answer in (held, cleared, ignored):
+        check(answer, answers.AlertsAnswer)
+    assert [(r["rollout"], r["action"], r["outcome"]) for r in held["results"]] == [
+        (ROLLOUT, "hold", "held")
+    ]
+    assert [r["outcome"] for r in cleared["results"]] == ["cleared"]
+    assert ignored["results"][0]["rollout"] is None and ignored["received"] == 1
+    assert seeded.runtime.alerts.blocked(ROLLOUT) == ()
 
 
 def test_evaluation_and_health_answers(seeded: Seeded) -> None:
