@@ -314,3 +314,16 @@ def test_a_bad_mapping_file_stops_the_server_with_one_clear_line(tmp_path: Path)
     assert "mappings[0].action (line 3): 'rollbak' is not one of: hold, rollback, abort" in (
         done.stderr
     )
+
+
+def test_over_the_rate_limit_an_alert_source_is_told_to_retry(tmp_path: Path) -> None:
+    """Alertmanager drops a notification answered 4xx and retries a 5xx: a 503."""
+    env = {"ROLLOUT_RATE_LIMIT_PER_MIN": "1", "ROLLOUT_RATE_LIMIT_BURST": "1"}
+    with running_server(tmp_path, extra_env=env) as server:
+        token = server.token("alerts")
+        body = {"name": "X", "status": "firing", "labels": {"rollout": "none"}}
+        first = post(server, token, "/api/v1/alerts", body)
+        second = post(server, token, "/api/v1/alerts", body)
+    assert first.status_code == 200, first.text
+    assert second.status_code == 503, second.text
+    assert second.json()["error"] == "rate_limited" and int(second.headers["retry-after"]) >= 1
