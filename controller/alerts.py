@@ -162,6 +162,7 @@ class Alerts:
         details = {
             "alert": alert.name,
             "fingerprint": alert.key,
+            "starts_at": alert.starts_at.isoformat() if alert.starts_at else None,
             "labels": dict(alert.labels),
             "url": alert.url,
             "mapping": target.mapping,
