@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from controller.api.params import NO_NUL
 from stages.alert_mappings import Alert, AlertStatus
@@ -25,6 +26,17 @@ Url = Annotated[str, StringConstraints(max_length=4096, pattern=NO_NUL)]
 Status = Literal["firing", "resolved"]
 
 
+def _in_utc(value: datetime) -> datetime:
+    # 0001-01-01T00:00:00+14:00 is a valid time with no UTC year to store it in.
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("out of range once in UTC") from None
+
+
+Instant = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+
+
 class AlertmanagerAlert(BaseModel):
     # Alertmanager may add fields in a later version of the same payload: kept out, not refused.
     model_config = ConfigDict(extra="ignore")
@@ -32,8 +44,8 @@ class AlertmanagerAlert(BaseModel):
     status: Status
     labels: Labels
     annotations: Labels = Field(default_factory=dict)
-    startsAt: AwareDatetime  # Alertmanager's names, camelCase
-    endsAt: AwareDatetime | None = None
+    startsAt: Instant  # Alertmanager's names, camelCase
+    endsAt: Instant | None = None
     generatorURL: Url = ""
     fingerprint: Key
 
@@ -79,7 +91,7 @@ class PlainAlertBody(BaseModel):
     id: Key | None = Field(
         default=None, description="what a resend shares; default: from name and labels"
     )
-    starts_at: AwareDatetime | None = Field(
+    starts_at: Instant | None = Field(
         default=None, description="when this firing began: a new value is a new firing"
     )
 

@@ -225,6 +225,16 @@ BAD_BODIES: dict[str, tuple[str, Any, str]] = {
         _broken(lambda b: b["alerts"][0].update(startsAt="2026-12-04T12:03:00")),
         "body.alerts.0.startsAt",
     ),
+    "startsAt with no year in UTC": (
+        "/api/v1/alerts/alertmanager",
+        _broken(lambda b: b["alerts"][0].update(startsAt="0001-01-01T00:00:00+14:00")),
+        "body.alerts.0.startsAt",
+    ),
+    "a label with a lone surrogate": (
+        "/api/v1/alerts",
+        b'{"name": "X", "status": "firing", "labels": {"rollout": "\\ud800"}}',
+        "body.labels.rollout",
+    ),
     "a label that is not text": (
         "/api/v1/alerts/alertmanager",
         _broken(lambda b: b["alerts"][0]["labels"].update(severity=3)),
@@ -256,7 +266,11 @@ def test_a_bad_body_names_the_field_and_writes_nothing(
     server, store, token = served
     path, body, field = BAD_BODIES[case]
     before = fingerprint(store)
-    r = post(server, token, path, body)
+    if isinstance(body, bytes):  # JSON that httpx would not write
+        with server.client(token) as c:
+            r = c.post(path, content=body, headers={"Content-Type": "application/json"})
+    else:
+        r = post(server, token, path, body)
     assert r.status_code == 422, r.text
     assert r.json()["error"] == "invalid"
     assert field in [p["field"] for p in r.json()["problems"]], r.json()
