@@ -95,6 +95,18 @@ class Alerts:
             results.extend(self._receive_one(alert, source=source, actor=actor, now=now))
         return results
 
+    def records(
+        self, *, rollout: str | None, holding: bool | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """What alerts did, newest first: to one rollout, or only the holds in force."""
+        query = select(AlertRow).order_by(col(AlertRow.id).desc()).limit(limit)
+        if rollout is not None:
+            query = query.where(col(AlertRow.rollout) == rollout)
+        if holding is not None:
+            query = query.where(col(AlertRow.holding).is_(holding))
+        with self._store.read() as session:
+            return [_record_view(row) for row in session.execute(query).scalars()]
+
     def blocked(self, rollout: str) -> tuple[str, ...]:
         """The sentences of the holds alerts keep on ``rollout``, oldest first (the
         scheduler's ``RolloutState.blocked``)."""
@@ -267,6 +279,26 @@ class Alerts:
             message = "no firing of this alert (fingerprint and startsAt) acted on a rollout"
             results.append(_result(alert, "ignored", message))
         return results
+
+
+def _record_view(row: AlertRow) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "alert": row.name,
+        "fingerprint": row.alert_key,
+        "starts_at": row.starts_at.isoformat() if row.starts_at else None,
+        "rollout": row.rollout,
+        "action": row.action,
+        "status": row.status,
+        "holding": row.holding,
+        "reason": row.reason,
+        "outcome": row.outcome,
+        "labels": row.labels,
+        "url": row.url,
+        "source": row.source,
+        "received_at": row.received_at.isoformat(),
+        "resolved_at": row.resolved_at.isoformat() if row.resolved_at else None,
+    }
 
 
 def _rollout_refs(uow: UnitOfWork) -> list[RolloutRef]:

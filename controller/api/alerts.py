@@ -1,4 +1,5 @@
-"""Alerts in: Alertmanager's webhook and the plain JSON form (role ``alerts``, or admin).
+"""Alerts in: Alertmanager's webhook and the plain JSON form (role ``alerts``, or admin);
+and what they did (viewer).
 
 Every valid notification is answered 200 with what each alert did, also when it did
 nothing: Alertmanager retries only a 5xx, and a 4xx is for a body it should not send
@@ -7,13 +8,20 @@ again.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
 from controller.api.alert_bodies import AlertmanagerBody, PlainAlertBody
-from controller.api.answers import CHANGE_ERRORS, AlertsAnswer, errors
-from controller.runtime import Alerter, RuntimeDep
+from controller.api.answers import (
+    CHANGE_ERRORS,
+    READ_ERRORS,
+    AlertRecords,
+    AlertsAnswer,
+    errors,
+)
+from controller.api.params import QueryText
+from controller.runtime import Alerter, Reader, RuntimeDep
 from stages.alert_mappings import Alert
 
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
@@ -29,6 +37,18 @@ def alertmanager(body: AlertmanagerBody, runtime: RuntimeDep, who: Alerter) -> d
 def plain(body: PlainAlertBody, runtime: RuntimeDep, who: Alerter) -> dict[str, Any]:
     """One alert in a plain form: ``name``, ``status``, ``labels``, ``url``, ``id``."""
     return _receive(runtime, [body.alert()], "json", who.actor)
+
+
+@router.get("", response_model=AlertRecords, responses=errors(*READ_ERRORS))
+def list_alerts(
+    runtime: RuntimeDep,
+    _who: Reader,
+    rollout: QueryText = None,
+    holding: bool | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    """What alerts did to rollouts, newest first; ``holding=true``: the holds in force."""
+    return {"alerts": runtime.alerts.records(rollout=rollout, holding=holding, limit=limit)}
 
 
 def _receive(runtime: Any, alerts: list[Alert], source: str, actor: str) -> dict[str, Any]:

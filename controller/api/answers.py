@@ -353,6 +353,30 @@ class AlertOutcome(Answer):
     message: str
 
 
+class AlertRecord(Answer):
+    """What one firing of an alert did to one rollout, as stored."""
+
+    id: int
+    alert: str
+    fingerprint: str
+    starts_at: Timestamp | None
+    rollout: str
+    action: Literal["hold", "rollback", "abort"]
+    status: Literal["firing", "resolved"]
+    holding: bool = Field(description="its hold stops the rollout's advances now")
+    reason: str = Field(description="what a held rollout says")
+    outcome: str = Field(description="what it did: held, acted, refused, and why")
+    labels: dict[str, str]
+    url: str
+    source: Literal["alertmanager", "json"]
+    received_at: Timestamp
+    resolved_at: Timestamp | None
+
+
+class AlertRecords(Answer):
+    alerts: list[AlertRecord] = Field(description="newest first")
+
+
 class AlertsAnswer(Answer):
     received: int = Field(description="alerts in the notification")
     results: list[AlertOutcome]

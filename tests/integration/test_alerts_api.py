@@ -169,9 +169,16 @@ def test_a_hold_stops_the_advance_until_the_alert_resolves(
         assert (held_view["status"], held_view["step"]) == ("running", 0)
         assert held_view["reason"].endswith(" UTC (severity=ticket)")
 
+        holds = c.get("/api/v1/alerts", params={"holding": "true", "rollout": "memory-api"})
+        assert [(h["alert"], h["fingerprint"], h["action"]) for h in holds.json()["alerts"]] == [
+            ("LatencyHigh", "9457475f35d760cf", "hold")
+        ]
+        assert holds.json()["alerts"][0]["starts_at"] == "2026-12-04T12:07:30.512000+00:00"
         cleared = post(server, token, "/api/v1/alerts/alertmanager", notification("hold-resolved"))
         assert [x["outcome"] for x in cleared.json()["results"]] == ["cleared"]
         wait_until(lambda: rollout()["status"] == "completed", 30, "the ramp goes on")
+        holds = c.get("/api/v1/alerts", params={"holding": "true", "rollout": "memory-api"})
+        assert holds.json()["alerts"] == []
     actions = [e["action"] for e in reversed(audit(server, "memory-api"))]
     assert actions.index("alert.hold") < actions.index("alert.resolve") < actions.index("advance")
 

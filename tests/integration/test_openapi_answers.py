@@ -74,6 +74,7 @@ ANSWERS: dict[tuple[str, str], tuple[type[BaseModel], ...]] = {
     ("get", "/api/v1/snapshot"): (answers.SnapshotAnswer,),
     ("post", "/api/v1/alerts/alertmanager"): (answers.AlertsAnswer,),
     ("post", "/api/v1/alerts"): (answers.AlertsAnswer,),
+    ("get", "/api/v1/alerts"): (answers.AlertRecords,),
     # 204 No Content: no body to describe.
     ("delete", "/api/v1/flags/{key}"): (),
     ("delete", "/api/v1/rollouts/{name}"): (),
@@ -401,8 +402,19 @@ def test_alert_answers(seeded: Seeded) -> None:
         held = ok(c.post("/api/v1/alerts/alertmanager", json=notification))
         cleared = ok(c.post("/api/v1/alerts", json={**plain, "starts_at": starts_at}))
         ignored = ok(c.post("/api/v1/alerts", json={**plain, "labels": {"rollout": "nope"}}))
+        records = ok(c.get("/api/v1/alerts", params={"rollout": ROLLOUT}))
     for answer in (held, cleared, ignored):
         check(answer, answers.AlertsAnswer)
+    check(records, answers.AlertRecords)
+    assert records["alerts"] == as_json(
+        seeded.runtime.alerts.records(rollout=ROLLOUT, holding=None, limit=100)
+    )
+    [record] = records["alerts"]
+    assert (record["fingerprint"], record["holding"], record["status"]) == (
+        fingerprint,
+        False,
+        "resolved",
+    )
     assert [(r["rollout"], r["action"], r["outcome"]) for r in held["results"]] == [
         (ROLLOUT, "hold", "held")
     ]

@@ -74,6 +74,7 @@ API_MATRIX: dict[tuple[str, str], str] = {
     ("DELETE", "/api/v1/tokens/{token_id}"): "admin",
     ("POST", "/api/v1/alerts/alertmanager"): ALERTS,
     ("POST", "/api/v1/alerts"): ALERTS,
+    ("GET", "/api/v1/alerts"): "viewer",
 }
 
 # Routes outside /openapi.json. The web UI authenticates a session cookie (the token),
@@ -251,6 +252,7 @@ PROBES: dict[tuple[str, str], Callable[[World], Call]] = {
     ("POST", "/api/v1/alerts/alertmanager"): lambda w: Call(
         "POST", "/api/v1/alerts/alertmanager", json=w.alertmanager_hold(), changes=True
     ),
+    ("GET", "/api/v1/alerts"): lambda w: Call("GET", "/api/v1/alerts"),
     ("POST", "/api/v1/alerts"): lambda w: Call(
         "POST",
         "/api/v1/alerts",
