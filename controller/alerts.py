@@ -54,6 +54,9 @@ log = logging.getLogger(__name__)
 # conflict must not reach it as one.
 ATTEMPTS = 5
 
+# The stored name is for people reading the list; the audit reason keeps it whole.
+NAME_CHARS = 255
+
 _ACTIONS = {AlertAction.ROLLBACK: Action.ROLLBACK, AlertAction.ABORT: Action.ABORT}
 
 
@@ -170,7 +173,9 @@ class Alerts:
         reason = audit_reason(alert, target, now)
         flag = uow.session.execute(
             select(RolloutRow.flag_key).where(col(RolloutRow.name) == target.rollout)
-        ).scalar_one()
+        ).scalar_one_or_none()
+        if flag is None:  # deleted since the mapping found it
+            return _result(alert, "ignored", f"rollout {target.rollout} is gone", target)
         details = {
             "alert": alert.name,
             "fingerprint": alert.key,
@@ -221,7 +226,7 @@ class Alerts:
                 alert_key=alert.key,
                 occurrence=alert.occurrence,
                 rollout=target.rollout,
-                name=alert.name,
+                name=alert.name[:NAME_CHARS],
                 source=source,
                 action=target.action.value,
                 status=AlertStatus.FIRING.value,

@@ -182,3 +182,19 @@ def test_a_rollback_during_a_scheduler_tick_is_not_lost(store: Store) -> None:
     tick(scheduler)
     assert [r.outcome for r in results] == ["acted"]
     assert rollouts.get("memory-layer", clock())["status"] == "aborted"
+
+
+def test_a_long_alert_name_is_kept_whole_in_the_audit_and_cut_in_the_list(store: Store) -> None:
+    _rollouts, alerts, _scheduler, clock = setup(store)
+    name = "A" * 4000
+    [held] = alerts.receive(
+        [firing("eeee", name, service="memory")], source="json", actor="a", now=clock()
+    )
+    assert held.outcome == "held"
+    [record] = alerts.records(rollout="memory-layer", holding=True, limit=10)
+    assert record["alert"] == "A" * 255
+    with store.read() as s:
+        reason = s.execute(
+            select(AuditRow.reason).where(col(AuditRow.action) == "alert.hold")
+        ).scalar_one()
+    assert f"alert {name} firing" in reason
