@@ -5,9 +5,11 @@ and a race with a scheduler tick does not lose the alert."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import func
 from sqlmodel import col, select
 
@@ -198,3 +200,39 @@ def test_a_long_alert_name_is_kept_whole_in_the_audit_and_cut_in_the_list(store:
             select(AuditRow.reason).where(col(AuditRow.action) == "alert.hold")
         ).scalar_one()
     assert f"alert {name} firing" in reason
+
+
+@pytest.mark.parametrize("action", ["rollback", "hold"])
+def test_two_replicas_given_the_same_alert_act_once(store: Store, action: str) -> None:
+    """Alertmanager in a cluster sends each replica of its own the notification: two
+    controller replicas may take it at once. The loser's write conflicts (the
+    rollout's compare-and-swap, or the alert row's unique key) and, tried again, finds
+    that the alert has acted."""
+    rollouts, alerts, _scheduler, clock = setup(store)
+    other = Alerts(store, Rollouts(store, lambda: None), MAPPINGS)
+    page = firing("ffff", "HighErrorRate", rollout="memory-layer", action=action)
+    start = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def replica(use: Alerts) -> None:
+        start.wait()
+        outcomes.extend(
+            r.outcome for r in use.receive([page], source="json", actor="a", now=clock())
+        )
+
+    threads = [threading.Thread(target=replica, args=(a,)) for a in (alerts, other)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    acted = "acted" if action == "rollback" else "held"
+    assert sorted(outcomes) == [acted, "replayed"]
+    audited = "rollback" if action == "rollback" else "alert.hold"
+    with store.read() as s:
+        events = s.execute(
+            select(func.count()).select_from(AuditRow).where(col(AuditRow.action) == audited)
+        ).scalar_one()
+        rows = s.execute(select(func.count()).select_from(AlertRow)).scalar_one()
+    assert (events, rows) == (1, 1)
+    expected = "rolled_back" if action == "rollback" else "running"
+    assert rollouts.get("memory-layer", clock())["status"] == expected
