@@ -31,6 +31,8 @@ class Role(enum.StrEnum):
     OPERATOR = "operator"
     ADMIN = "admin"
     SDK = "sdk"
+    # Alertmanager (or any alert source): may post alerts and nothing else, not even read.
+    ALERTS = "alerts"
 
 
 class Permission(enum.StrEnum):
@@ -38,6 +40,7 @@ class Permission(enum.StrEnum):
     READ = "read"  # flags, rollouts, audit
     OPERATE = "operate"  # actions, plans, flag changes
     ADMIN = "admin"  # tokens, deletions
+    ALERT = "alert"  # post alerts (controller/api/alerts.py)
 
 
 GRANTS: dict[Role, frozenset[Permission]] = {
@@ -45,6 +48,7 @@ GRANTS: dict[Role, frozenset[Permission]] = {
     Role.VIEWER: frozenset({Permission.EVALUATE, Permission.READ}),
     Role.OPERATOR: frozenset({Permission.EVALUATE, Permission.READ, Permission.OPERATE}),
     Role.ADMIN: frozenset(Permission),
+    Role.ALERTS: frozenset({Permission.ALERT}),
 }
 
 

@@ -11,7 +11,7 @@ refused; a gate check that raced with anything is dropped."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from dataclasses import field as dc_field
 from datetime import datetime
@@ -157,6 +157,10 @@ class Rollouts:
     def state_of(self, row: RolloutRow) -> RolloutState:
         """The row's core state, with the global change windows."""
         return state_from_row(row, default_windows=self.default_windows)
+
+    def transaction(self) -> AbstractContextManager[UnitOfWork]:
+        """A unit of work for a use case that acts on rollouts among other writes."""
+        return self._unit_of_work()
 
     def _unit_of_work(self) -> AbstractContextManager[UnitOfWork]:
         """A transaction that refreshes the snapshot after an audited change and writes
@@ -359,9 +363,12 @@ class Rollouts:
         immediate: bool = False,
         expected_version: int | None = None,
         admin: bool = False,
+        within: UnitOfWork | None = None,
     ) -> dict[str, Any]:
-        """``admin``: the person may force an advance or approve past a freeze."""
-        with self._unit_of_work() as uow:
+        """``admin``: the person may force an advance or approve past a freeze.
+        ``within``: the caller's unit of work (an alert's action commits with the
+        alert's record); ``Refused`` comes before anything is written."""
+        with nullcontext(within) if within is not None else self._unit_of_work() as uow:
             session = uow.session
             row = _load(session, name)
             if expected_version is not None and expected_version != row.version:

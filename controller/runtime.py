@@ -13,6 +13,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from controller.alerts import Alerts
 from controller.auth import Permission, Principal, TokenRegistry, require
 from controller.flagstore import Flags
 from controller.freezes import Freezes
@@ -24,7 +25,7 @@ from controller.notify.webhooks import DeliveryWorker, Outbox
 from controller.plan_history import PlanHistory
 from controller.read_models import ReadModels
 from controller.rollouts import Rollouts
-from controller.settings import Settings
+from controller.settings import Settings, load_alert_mappings
 from controller.snapshots import SnapshotHolder
 from controller.storage.leases import Leases
 from controller.storage.store import Store
@@ -47,6 +48,7 @@ class Runtime:
     replica_id: str
     clock: Callable[[], datetime] = utc_now
     rollouts: Rollouts = field(init=False)
+    alerts: Alerts = field(init=False)
     flags: Flags = field(init=False)
     # What routes and pages read (they open no session of their own).
     read_models: ReadModels = field(init=False)
@@ -71,6 +73,9 @@ class Runtime:
         self.rollouts.default_windows = self.settings.default_windows()
         # With the rollouts: a kill switch's pause then sends its webhook and metric.
         self.flags = Flags(self.store, self.changed, rollouts=self.rollouts)
+        self.alerts = Alerts(
+            self.store, self.rollouts, load_alert_mappings(self.settings.alert_mappings_file)
+        )
         self.tokens.on_change = self.changed
         self.read_models = ReadModels(self.store)
         self.read_models.default_windows = self.rollouts.default_windows
@@ -145,3 +150,4 @@ Evaluator = Annotated[Principal, Depends(needs(Permission.EVALUATE))]
 Reader = Annotated[Principal, Depends(needs(Permission.READ))]
 Operator = Annotated[Principal, Depends(needs(Permission.OPERATE))]
 Admin = Annotated[Principal, Depends(needs(Permission.ADMIN))]
+Alerter = Annotated[Principal, Depends(needs(Permission.ALERT))]

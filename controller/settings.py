@@ -17,6 +17,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from controller.deadline_http import redact_url
 from controller.notify.config import WebhookConfig, unique_names
+from stages.alert_mappings import (
+    DEFAULT_MAPPINGS,
+    AlertMapping,
+    AlertMappingError,
+    parse_mappings,
+)
 from stages.durations import parse_duration
 from stages.problems import PlanError
 from stages.windowfile import parse_windows_text
@@ -95,6 +101,10 @@ class Settings(BaseSettings):
     # plan's `windows:` list as YAML or JSON, e.g.
     # [{days: mon-fri, hours: "09:00-17:00", tz: Europe/Berlin}]. Unset: any time.
     change_windows: str | None = None
+    # Which alerts act on which rollouts, and how (docs/alerts.md): a YAML file read and
+    # checked at start. Unset: an alert's `rollout` label names the rollout and its
+    # `action` label or annotation (hold, rollback, abort) the action.
+    alert_mappings_file: Path | None = None
 
     @field_validator("prometheus_password_file")
     @classmethod
@@ -135,6 +145,13 @@ class Settings(BaseSettings):
             return ()
         return _windows_of(self.change_windows)
 
+    @field_validator("alert_mappings_file")
+    @classmethod
+    def _readable_mappings(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            load_alert_mappings(value)  # every problem at start, not at the first alert
+        return value
+
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         # URLs may hold a password (http://user:pass@host): never in a repr or a log line.
         for name, value in super().__repr_args__():
@@ -161,6 +178,21 @@ def _windows_of(text: str) -> tuple[Window, ...]:
         return parse_windows_text(text, "windows")
     except PlanError as exc:
         raise ValueError("; ".join(str(problem) for problem in exc.problems)) from None
+
+
+def load_alert_mappings(path: Path | None) -> tuple[AlertMapping, ...]:
+    """The mappings of ``path`` (the default without one); ``ValueError`` naming every
+    problem by path and line."""
+    if path is None:
+        return DEFAULT_MAPPINGS
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read {path}: {exc.__class__.__name__}: {exc}") from None
+    try:
+        return parse_mappings(text)
+    except AlertMappingError as exc:
+        raise ValueError(f"{path}: " + "; ".join(str(p) for p in exc.problems)) from None
 
 
 def _has_userinfo(url: object) -> bool:

@@ -15,6 +15,7 @@ from sqlmodel import col, select
 from controller.audit import current_revision
 from controller.storage.store import Store
 from controller.storage.tables import (
+    AlertRow,
     AuditRow,
     FlagRow,
     FreezeRow,
@@ -41,7 +42,8 @@ def snapshot(store: Store) -> Iterator[Session]:
 
 def fingerprint(store: Store) -> dict[str, Any]:
     """The revision every change moves, the audit chain's head, every flag's and
-    rollout's version, the tokens, the webhook outbox and the stored gate readings."""
+    rollout's version, the tokens, the webhook outbox, the stored gate readings and
+    the alerts' rows."""
     with snapshot(store) as session:
         head = session.execute(
             select(col(AuditRow.id), col(AuditRow.hash)).order_by(col(AuditRow.id).desc()).limit(1)
@@ -74,4 +76,8 @@ def fingerprint(store: Store) -> dict[str, Any]:
             "freezes": dict(
                 session.execute(select(col(FreezeRow.id), col(FreezeRow.ended_at))).all()
             ),
+            # What alerts did, and the holds they keep.
+            "alerts": session.execute(
+                select(col(AlertRow.id), col(AlertRow.status), col(AlertRow.holding))
+            ).all(),
         }

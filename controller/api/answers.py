@@ -454,6 +454,50 @@ class DeliveryList(Answer):
     deliveries: list[DeliveryAnswer]
 
 
+# -- alerts --------------------------------------------------------------------
+
+
+class AlertOutcome(Answer):
+    """What one alert did to one rollout, or (``rollout`` null) why it did nothing."""
+
+    alert: str = Field(description="the alert's name (alertname)")
+    fingerprint: str = Field(description="Alertmanager's fingerprint, or the plain form's id")
+    status: Literal["firing", "resolved"]
+    rollout: str | None
+    action: Literal["hold", "rollback", "abort"] | None
+    outcome: Literal["acted", "held", "refused", "replayed", "cleared", "resolved", "ignored"]
+    message: str
+
+
+class AlertRecord(Answer):
+    """What one firing of an alert did to one rollout, as stored."""
+
+    id: int
+    alert: str
+    fingerprint: str
+    starts_at: Timestamp | None
+    rollout: str
+    action: Literal["hold", "rollback", "abort"]
+    status: Literal["firing", "resolved"]
+    holding: bool = Field(description="its hold stops the rollout's advances now")
+    reason: str = Field(description="what a held rollout says")
+    outcome: str = Field(description="what it did: held, acted, refused, and why")
+    labels: dict[str, str]
+    url: str
+    source: Literal["alertmanager", "json"]
+    received_at: Timestamp
+    resolved_at: Timestamp | None
+
+
+class AlertRecords(Answer):
+    alerts: list[AlertRecord] = Field(description="newest first")
+
+
+class AlertsAnswer(Answer):
+    received: int = Field(description="alerts in the notification")
+    results: list[AlertOutcome]
+
+
 # -- what SDKs report, and impressions ------------------------------------------
 
 

@@ -692,7 +692,9 @@ def build_parser() -> argparse.ArgumentParser:
     tk_sub = tk.add_subparsers(dest="token_command", required=True)
     create = tk_sub.add_parser("create", parents=[common])
     create.add_argument("name")
-    create.add_argument("--role", required=True, choices=["viewer", "operator", "admin", "sdk"])
+    create.add_argument(
+        "--role", required=True, choices=["viewer", "operator", "admin", "sdk", "alerts"]
+    )
     tk_sub.add_parser("list", parents=[common])
     tk_sub.add_parser("revoke", parents=[common]).add_argument("id")
 

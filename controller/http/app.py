@@ -16,6 +16,7 @@ from fastapi import FastAPI
 
 from controller import ui
 from controller.api import (
+    alerts,
     evaluation,
     flags,
     freezes,
@@ -92,7 +93,7 @@ def build_runtime(settings: Settings) -> Runtime:
             tick_seconds=settings.scheduler_tick,
             retention=parse_duration(settings.gate_history_retention),
             workers=settings.scheduler_workers,
-            blockers=runtime.freezes.blocking,
+            blockers=(runtime.freezes.blocking, runtime.alerts.blocking),
             on_pass=[runtime.freezes.expire],
         )
     runtime.refresher = SnapshotRefresher(
@@ -195,7 +196,7 @@ def create_app(
         max_body_bytes=settings.max_body_bytes,
         latency=app.state.metrics.evaluation_latency,
     )
-    for module in (health, evaluation, flags, rollouts, gates, tokens, webhooks, freezes):
+    for module in (health, evaluation, flags, rollouts, gates, tokens, webhooks, freezes, alerts):
         app.include_router(module.router)
     app.include_router(plan_history.router)
     impressions.install(app)  # SDK reports: counts into evaluation_counts, impression rings

@@ -31,6 +31,9 @@ MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # be slowed, and SDK count reports come from a whole fleet sharing one token (at least
 # once, bounded in size by their own endpoint), so a per-token limit would drop them.
 EVALUATION_PATHS = ("/api/v1/evaluate/", "/ofrep/v1/evaluate/", "/api/v1/evaluations/report")
+# Alertmanager retries a notification only on a 5xx: over the limit, an alert source is
+# told 503 (with Retry-After), so its alert comes again instead of being dropped.
+ALERT_PATHS = ("/api/v1/alerts",)
 
 
 def is_mutation(scope: Scope) -> bool:
@@ -135,7 +138,7 @@ class RateLimit:
         await send(
             {
                 "type": "http.response.start",
-                "status": 429,
+                "status": 503 if scope["path"].startswith(ALERT_PATHS) else 429,
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(payload)).encode()),

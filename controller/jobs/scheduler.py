@@ -67,11 +67,10 @@ FAILURES_BEFORE_PAUSE = 3
 # A pass not finished within this many ticks means the scheduler is stalled (/readyz).
 STALL_TICKS = 3
 _PRUNE = "(prune gate history)"  # not a rollout name: those are refused with parentheses
-
-# Why a rollout may not advance now, from outside its plan (a freeze in scope): the
-# sentences for ``RolloutState.blocked``. Read once per check, so a freeze made on any
-# replica holds the next check of every replica.
-Blockers = Callable[[RolloutState, datetime], tuple[str, ...]]
+# Why a rollout may not advance now, from outside its plan (a freeze in scope, an alert's
+# hold): the sentences for ``RolloutState.blocked``. Read once per check, so a freeze or
+# an alert taken on any replica holds the next check of every replica.
+Blocker = Callable[[RolloutState, datetime], Sequence[str]]
 # Run once per pass with its ``now``, never raising into it (freeze expiry).
 PassHook = Callable[[datetime], object]
 
@@ -152,11 +151,13 @@ class Scheduler:
         tick_seconds: float = 1.0,
         retention: timedelta = timedelta(days=14),
         workers: int = DEFAULT_WORKERS,
-        blockers: Blockers | None = None,
+        blockers: Sequence[Blocker] = (),
         on_pass: Sequence[PassHook] = (),
     ) -> None:
         self._store = store
-        self._blockers = blockers
+        # Why a rollout may not advance now, from outside its plan (a freeze in scope, an
+        # alert's hold): read at each check into RolloutState.blocked.
+        self._blockers = tuple(blockers)
         self._on_pass = tuple(on_pass)
         self._failing_hooks: set[PassHook] = set()
         self._rollouts = rollouts
@@ -459,8 +460,9 @@ class Scheduler:
             return CheckResult(name, None, [], skipped=f"{state.status}")
         if not self._leases.acquire(name):
             return CheckResult(name, None, [], skipped="lease held by another replica")
-        if self._blockers is not None:
-            state = replace(state, blocked=(*state.blocked, *self._blockers(state, now)))
+        if self._blockers:
+            blocked = tuple(reason for blocker in self._blockers for reason in blocker(state, now))
+            state = replace(state, blocked=state.blocked + blocked)
         readings = read_gates(self._gates, state, now, deadline)
         decision = decide(state, readings, now)
         try:

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Index,
@@ -270,3 +271,37 @@ class FreezeRow(SQLModel, table=True):
     ended_by: str | None = Field(default=None, max_length=128)
     # "unfrozen" (a person) or "expired" (its time came).
     end_reason: str | None = Field(default=None, max_length=32)
+
+
+class AlertRow(SQLModel, table=True):
+    """What one firing of one alert did to one rollout (controller/alerts.py). The
+    unique key is the idempotency of Alertmanager's resends: the same fingerprint and
+    startsAt act on a rollout once. ``holding`` is true while a hold it placed stops
+    the rollout's advances; its resolved notification clears it."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (
+        UniqueConstraint("alert_key", "occurrence", "rollout", name="uq_alerts_occurrence"),
+        Index("ix_alerts_rollout_holding", "rollout", "holding"),
+    )
+
+    id: int | None = _serial_id()
+    # Alertmanager's fingerprint, or the plain form's id.
+    alert_key: str = Field(sa_column=Column(String(255), nullable=False))
+    # startsAt as ISO text ("-" when the plain form sends none): a new firing, a new value.
+    occurrence: str = Field(sa_column=Column(String(64), nullable=False))
+    rollout: str = Field(sa_column=Column(String(64), nullable=False))
+    name: str = Field(sa_column=Column(String(255), nullable=False))
+    source: str = Field(max_length=16)  # alertmanager, json
+    action: str = Field(max_length=16)  # hold, rollback, abort
+    status: str = Field(max_length=16)  # firing, resolved
+    holding: bool = Field(default=False, sa_column=Column(Boolean, nullable=False))
+    # What a held rollout says ("alert HighErrorRate firing since 12:03 UTC ...").
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    # What the alert did: held, rolled back, refused (and why).
+    outcome: str = Field(sa_column=Column(Text, nullable=False))
+    labels: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    url: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    starts_at: datetime | None = _ts(nullable=True)
+    received_at: datetime = _ts()
+    resolved_at: datetime | None = _ts(nullable=True)

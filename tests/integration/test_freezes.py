@@ -58,7 +58,7 @@ class World:
             self.gates,
             Leases(self.store, holder),
             self.clock,
-            blockers=self.freezes.blocking,
+            blockers=(self.freezes.blocking,),
             on_pass=[self.freezes.expire],
         )
 

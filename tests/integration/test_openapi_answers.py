@@ -14,6 +14,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -77,6 +78,9 @@ ANSWERS: dict[tuple[str, str], tuple[type[BaseModel], ...]] = {
     ("post", "/api/v1/freezes"): (answers.FreezeAnswer,),
     ("get", "/api/v1/freezes"): (answers.FreezeList,),
     ("delete", "/api/v1/freezes/{freeze_id}"): (answers.FreezeAnswer,),
+    ("post", "/api/v1/alerts/alertmanager"): (answers.AlertsAnswer,),
+    ("post", "/api/v1/alerts"): (answers.AlertsAnswer,),
+    ("get", "/api/v1/alerts"): (answers.AlertRecords,),
     # 204 No Content: no body to describe.
     ("delete", "/api/v1/flags/{key}"): (),
     ("delete", "/api/v1/rollouts/{name}"): (),
@@ -429,6 +433,38 @@ def test_freeze_answers(seeded: Seeded) -> None:
     assert [f["id"] for f in held["frozen_by"]] == [made["id"]]
     assert ended["active"] is False and ended["end_reason"] == "unfrozen"
     assert every["freezes"] == as_json(seeded.runtime.freezes.listing(now, include_ended=True))
+
+
+def test_alert_answers(seeded: Seeded) -> None:
+    data = Path(__file__).resolve().parent.parent / "data" / "alertmanager"
+    notification = json.loads((data / "rollback-firing.json").read_text())
+    notification["alerts"][0]["labels"].update(rollout=ROLLOUT, action="hold")
+    fingerprint = notification["alerts"][0]["fingerprint"]
+    starts_at = notification["alerts"][0]["startsAt"]
+    plain = {"name": "HighErrorRate", "status": "resolved", "id": fingerprint}
+    with seeded.server.client() as c:
+        held = ok(c.post("/api/v1/alerts/alertmanager", json=notification))
+        cleared = ok(c.post("/api/v1/alerts", json={**plain, "starts_at": starts_at}))
+        ignored = ok(c.post("/api/v1/alerts", json={**plain, "labels": {"rollout": "nope"}}))
+        records = ok(c.get("/api/v1/alerts", params={"rollout": ROLLOUT}))
+    for answer in (held, cleared, ignored):
+        check(answer, answers.AlertsAnswer)
+    check(records, answers.AlertRecords)
+    assert records["alerts"] == as_json(
+        seeded.runtime.alerts.records(rollout=ROLLOUT, holding=None, limit=100)
+    )
+    [record] = records["alerts"]
+    assert (record["fingerprint"], record["holding"], record["status"]) == (
+        fingerprint,
+        False,
+        "resolved",
+    )
+    assert [(r["rollout"], r["action"], r["outcome"]) for r in held["results"]] == [
+        (ROLLOUT, "hold", "held")
+    ]
+    assert [r["outcome"] for r in cleared["results"]] == ["cleared"]
+    assert ignored["results"][0]["rollout"] is None and ignored["received"] == 1
+    assert seeded.runtime.alerts.blocked(ROLLOUT) == ()
 
 
 def test_evaluation_and_health_answers(seeded: Seeded) -> None:

@@ -9,6 +9,7 @@ route cannot ship unclassified; a table entry for a route that is gone fails too
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +30,13 @@ from tests.state_fingerprint import fingerprint
 from tests.ui_sessions import ui_session
 
 PUBLIC = "public"
+ALERTMANAGER_DATA = Path(__file__).resolve().parent.parent / "data" / "alertmanager"
 # Each role may do everything the one before it may.
 ROLES = ("sdk", "viewer", "operator", "admin")
+# Outside that ladder: an alert source's token may post alerts and nothing else; an
+# admin may too. A route whose minimum is ALERTS is for exactly these two.
+ALERTS = "alerts"
+TOKEN_ROLES = (*ROLES, ALERTS)
 
 # The minimum role of every operation in /openapi.json.
 API_MATRIX: dict[tuple[str, str], str] = {
@@ -73,6 +79,9 @@ API_MATRIX: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/freezes"): "operator",
     ("GET", "/api/v1/freezes"): "viewer",
     ("DELETE", "/api/v1/freezes/{freeze_id}"): "operator",
+    ("POST", "/api/v1/alerts/alertmanager"): ALERTS,
+    ("POST", "/api/v1/alerts"): ALERTS,
+    ("GET", "/api/v1/alerts"): "viewer",
 }
 
 # Routes outside /openapi.json. The web UI authenticates a session cookie (the token),
@@ -156,6 +165,14 @@ class World:
         r = self.admin.post("/api/v1/freezes", json=body)
         assert r.status_code == 201, r.text
         return int(r.json()["id"])
+
+    def alertmanager_hold(self) -> dict[str, Any]:
+        """Alertmanager's notification as it sends it, made a new firing that holds."""
+        body = json.loads((ALERTMANAGER_DATA / "rollback-firing.json").read_text())
+        [alert] = body["alerts"]
+        alert["labels"].update(rollout=self.rollout, action="hold")
+        alert["fingerprint"] = self.name("fp")
+        return dict(body)
 
     def rollout_version(self, name: str) -> str:
         return str(self.admin.get(f"/api/v1/rollouts/{name}").json()["version"])
@@ -268,6 +285,23 @@ PROBES: dict[tuple[str, str], Callable[[World], Call]] = {
     ("DELETE", "/api/v1/freezes/{freeze_id}"): lambda w: Call(
         "DELETE", f"/api/v1/freezes/{w.new_freeze()}", changes=True
     ),
+    # A new firing (fingerprint) each time, that holds a rollout: a resend would change
+    # nothing, and the allowed callers must each be seen to change something.
+    ("POST", "/api/v1/alerts/alertmanager"): lambda w: Call(
+        "POST", "/api/v1/alerts/alertmanager", json=w.alertmanager_hold(), changes=True
+    ),
+    ("GET", "/api/v1/alerts"): lambda w: Call("GET", "/api/v1/alerts"),
+    ("POST", "/api/v1/alerts"): lambda w: Call(
+        "POST",
+        "/api/v1/alerts",
+        json={
+            "name": "MatrixAlert",
+            "status": "firing",
+            "labels": {"rollout": w.rollout, "action": "hold"},
+            "id": w.name("alert"),
+        },
+        changes=True,
+    ),
 }
 
 
@@ -323,7 +357,7 @@ OTHER_PROBES: dict[tuple[str, str], Callable[[World], Call]] = {
     ),
 }
 
-CALLERS = ("no token", "bad token", *ROLES)
+CALLERS = ("no token", "bad token", *TOKEN_ROLES)
 BAD_TOKEN = "rt_" + "x" * 43
 
 
@@ -335,7 +369,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def secrets(server: Server) -> dict[str, str | None]:
-    made: dict[str, str | None] = {role: server.token(role, f"matrix-{role}") for role in ROLES}
+    made: dict[str, str | None] = {
+        role: server.token(role, f"matrix-{role}") for role in TOKEN_ROLES
+    }
     return {"no token": None, "bad token": BAD_TOKEN, **made}
 
 
@@ -354,6 +390,14 @@ def world(server: Server) -> Iterator[World]:
 
 def rank(role: str) -> int:
     return ROLES.index(role)
+
+
+def allowed(caller: str, minimum: str) -> bool:
+    if minimum == PUBLIC:
+        return True
+    if minimum == ALERTS:
+        return caller in (ALERTS, "admin")
+    return caller in ROLES and rank(caller) >= rank(minimum)
 
 
 def openapi_operations(server: Server) -> set[tuple[str, str]]:
@@ -469,14 +513,13 @@ def check(
         before = fingerprint(world.store)
         r = send(world.server, call, secrets[caller], ui=ui)
         what = f"{call.method} {call.path} as {caller}: {r.status_code} {r.text[:300]}"
-        allowed = minimum == PUBLIC or (caller in ROLES and rank(caller) >= rank(minimum))
-        if allowed:
+        if allowed(caller, minimum):
             assert r.status_code in call.ok, what
             assert not is_signin_redirect(r), what
             if call.changes:
                 assert fingerprint(world.store) != before, f"no change seen: {what}"
             continue
-        if caller not in ROLES:
+        if caller not in TOKEN_ROLES:
             if ui:
                 assert r.status_code == 401 or is_signin_redirect(r), what
             else:
@@ -536,13 +579,13 @@ def test_the_role_comes_before_the_body(
     not a 422 describing the body; the others get past the role check (to the body's
     own error, or, for a route that reads no body, to its answer)."""
     call = PROBES[(method, path)](world)
-    minimum = rank(API_MATRIX[(method, path)])
-    for caller in ROLES:
+    minimum = API_MATRIX[(method, path)]
+    for caller in TOKEN_ROLES:
         headers = {"Content-Type": "application/json", "Authorization": f"Bearer {secrets[caller]}"}
         before = fingerprint(world.store)
         with httpx.Client(base_url=world.server.url, timeout=15) as client:
             r = client.request(method, call.path, content=b'{"broken', headers=headers)
-        refused = rank(caller) < minimum
+        refused = not allowed(caller, minimum)
         assert (r.status_code == 403) is refused, f"{method} {call.path} as {caller}: {r.text}"
         assert r.status_code < 500 and r.status_code != 401, r.text
         assert fingerprint(world.store) == before

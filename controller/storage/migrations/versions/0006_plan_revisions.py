@@ -1,7 +1,7 @@
 """Plan history: every applied plan of every rollout (``plan_revisions``).
 
 Revision ID: 0006_plan_revisions
-Revises: 0004_freezes
+Revises: 0005_alerts
 Create Date: 2026-12-04
 
 Each rollout that exists now gets its current plan as revision 1, so that every
@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0006_plan_revisions"
-down_revision: str | Sequence[str] | None = "0004_freezes"
+down_revision: str | Sequence[str] | None = "0005_alerts"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
