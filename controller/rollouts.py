@@ -32,6 +32,7 @@ from stages.decisions import (
     TRANSITIONS,
     Advance,
     AwaitApproval,
+    BeginBake,
     Complete,
     Decision,
     Pause,
@@ -421,6 +422,7 @@ DECISION_ACTIONS: dict[type, str] = {
     StepBack: "step_back",
     RollBack: "rollback",
     Recover: "recover",
+    BeginBake: "bake",
 }
 
 
@@ -531,7 +533,7 @@ def _replanned(old: RolloutState, plan: Plan) -> RolloutState:
         step = plan.last_step
     else:
         step = min(old.step, len(plan.steps) - 1)
-    known = {g.name for i in range(len(plan.steps)) for g in plan.gates_for(i)}
+    known = {g.name for i in range(len(plan.steps)) for g in plan.gates_for(i, baking=True)}
     return replace(
         old,
         plan=plan,

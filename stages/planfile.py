@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 from flags.codec import DOT_KEYS, KEY_PATTERN
+from stages.bakefile import check_bake, read_bake
 from stages.durations import format_duration
 from stages.fields import (
     boolean,
@@ -70,6 +71,7 @@ _PLAN_FIELDS = (
     *("rollout", "flag", "salt", "description", "interval", "min_evaluations"),
     *("max_gate_errors", "rollback_observe", "variants", "labels", "steps", "gates"),
     "false_rollback_budget",
+    *("bake", "holdout"),
 )
 _STEP_FIELDS = ("stage", "percent", "regions", "hold", "approval", "on_rollback", "shadow", "gates")
 _ROLLOUT_NAME = re.compile(r"[a-z0-9][a-z0-9\-_.]{0,62}")
@@ -130,6 +132,10 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         out["labels"] = dict(plan.labels)
     if plan.false_rollback_budget != DEFAULT_FALSE_ROLLBACK_BUDGET:
         out["false_rollback_budget"] = plan.false_rollback_budget
+    if plan.bake is not None:
+        out["bake"] = format_duration(plan.bake)
+    if plan.holdout is not None:
+        out["holdout"] = _plain(plan.holdout)
     out["steps"] = _steps_to_dicts(plan.steps)
     out["gates"] = [_gate_to_dict(gate) for gate in plan.gates]
     return out
@@ -190,10 +196,13 @@ def _plan(report: Report, data: object) -> Plan | None:
     gates = _gates(report, ("gates",), fields.get("gates"))
     _check_gate_count(report, len(gates), drafts)
     _check_gate_names(report, [*gates, *(gate for draft in drafts for gate in draft.gates)])
+    bake, holdout = read_bake(report, fields)
+    steps = _widen(report, drafts)
+    check_bake(report, holdout, steps, gates)
     return Plan(
         rollout=rollout or "",
         flag=flag or "",
-        steps=_widen(report, drafts),
+        steps=steps,
         gates=tuple(gate for _, gate in gates),
         salt=field(report, fields, (), "salt", text, None),
         description=field(report, fields, (), "description", _description, ""),
@@ -207,6 +216,8 @@ def _plan(report: Report, data: object) -> Plan | None:
         false_rollback_budget=field(
             report, fields, (), "false_rollback_budget", _budget, DEFAULT_FALSE_ROLLBACK_BUDGET
         ),
+        bake=bake,
+        holdout=holdout,
     )
 
 

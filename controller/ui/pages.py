@@ -127,7 +127,7 @@ def _next_check(
 
 def _lights(state: RolloutState) -> list[GateLight]:
     """The gates of the current step; a gate of an earlier step no longer counts."""
-    names = [g.name for g in state.plan.gates_for(state.step)]
+    names = [g.name for g in state.gates_now()]
     outcomes = {g: o.value for g, o in state.last_outcomes.items()}
     return [GateLight(name, outcomes.get(name)) for name in names]
 
