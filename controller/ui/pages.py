@@ -77,10 +77,18 @@ def rollout_page(runtime: Runtime, name: str, now: datetime) -> dict[str, Any]:
         }
         for i, step in enumerate(state.plan.steps)
     ]
+    if state.baking:
+        steps[state.step]["current"] = False  # the bake is where it is now
+    bake = (
+        {"hold": state.plan.bake, "holdout": state.plan.holdout, "current": state.baking}
+        if state.plan.bake is not None
+        else None
+    )
     percent_svg = charts.percent_chart(_percent_points(summary.created_at, state, events), end=now)
     return {
         "card": card,
         "steps": steps,
+        "bake": bake,
         "percent_chart": Markup(percent_svg),  # charts escapes every text it draws
         "gates": panels,
         "latest": summary.latest_gates,
@@ -135,7 +143,7 @@ def _lights(state: RolloutState) -> list[GateLight]:
 def _every_gate(steps: Sequence[object], state: RolloutState) -> list[Gate]:
     seen: dict[str, Gate] = {}
     for i in range(len(steps)):
-        for gate in state.plan.gates_for(i):
+        for gate in state.plan.gates_for(i, baking=True):
             seen.setdefault(gate.name, gate)
     return list(seen.values())
 
