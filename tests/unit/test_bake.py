@@ -19,7 +19,7 @@ from stages.plan import Comparison, Gate, OnRollback, Plan, Stage
 from stages.planfile import PlanError, parse_plan, parse_plan_data, plan_to_dict
 from stages.state import Outcome, RolloutState, Status, serving
 from stages.transitions import apply
-from tests.unit.plans import MINUTE, T0, at, gate, reading, readings, ramp, state, step
+from tests.unit.plans import MINUTE, T0, at, gate, ramp, reading, readings, state, step
 
 DAY = timedelta(days=1)
 ERR = gate("error-rate", hold_above=0.01, rollback_above=0.02, abort_above=0.05)
