@@ -72,7 +72,9 @@ def rollout_detail(r: dict[str, Any], latest: list[dict[str, Any]] | None = None
     gate saying what it read."""
     lines = [
         f"rollout/{r['name']}  (flag {r['flag']}, version {r['version']})",
-        f"  status:   {r['status']}" + (f"  ({r['reason']})" if r["reason"] else ""),
+        f"  status:   {r['status']}"
+        + (f", {r['bake']['summary']}" if r.get("bake") else "")
+        + (f"  ({reason})" if (reason := _reason_text(r)) else ""),
         f"  step:     {r['step'] + 1} of {r['step_count']}: {r['step_label']}",
         *bake_lines(r),
         f"  serving:  {serving_text(r['serving'])}",
@@ -101,6 +103,15 @@ def rollout_detail(r: dict[str, Any], latest: list[dict[str, Any]] | None = None
     return "\n".join(lines)
 
 
+def _reason_text(r: dict[str, Any]) -> str:
+    # In a bake the reason begins with the bake's own words, which the status line
+    # already says (as of now, not of the last check): keep only what follows them.
+    reason = str(r["reason"])
+    if r.get("bake") and reason.startswith("baking, "):
+        return reason.partition("; ")[2]
+    return reason
+
+
 def status_text(r: dict[str, Any]) -> str:
     """The status, and in a bake how long is left: ``running (baking, 5d 3h left, ...)``."""
     bake = r.get("bake")
@@ -111,7 +122,9 @@ def bake_lines(r: dict[str, Any]) -> list[str]:
     bake = r.get("bake")
     if not bake:
         return []
-    return [f"  bake:     {bake['summary']} (ends {bake['ends_at']})"]
+    holdout = bake["holdout_percent"]
+    held = f", {holdout:g} % of users held out on the old side" if holdout is not None else ""
+    return [f"  bake:     ends {bake['ends_at']}{held}"]
 
 
 def observe_only_gates(plan: dict[str, Any]) -> set[str]:
