@@ -23,48 +23,18 @@ import pytest
 from controller.demo.prometheus_process import PrometheusProcess
 from flags.bucketing import bucket
 from tests.metrics_target import MetricsTarget
-from tests.serving import Server, running_server
+from tests.serving import EXAMPLES, Server, running_server
 from tests.waiting import wait_until
 
 COMPARE = "errors-vs-holdout"
-EVENTS = 'sum by (variant) (increase(memory_operation_total{status="error"}[${step_window}]))'
-EXPOSURES = "sum by (variant) (increase(memory_operation_total[${step_window}]))"
-ERROR_RATIO = (
-    'sum(rate(memory_operation_total{status="error",variant="new"}[3s]))'
-    ' / sum(rate(memory_operation_total{variant="new"}[3s]))'
-)
+EXAMPLE = (EXAMPLES / "bake.yaml").read_text()
 
 
 def plan(name: str, bake: str) -> str:
-    """Shadow, canary 50 %, full, each a second; then the bake with a 5 % holdout."""
-    return f"""
-rollout: {name}
-flag: {name}
-interval: 1s
-min_evaluations: 2
-max_gate_errors: 5
-rollback_observe: 2s
-bake: {bake}
-holdout: 5
-steps:
-  - {{stage: shadow, hold: 1s}}
-  - {{stage: canary, percent: 50, hold: 1s}}
-  - {{stage: full, hold: 1s}}
-gates:
-  - name: error-rate
-    query: '{ERROR_RATIO}'
-    rollback_above: 0.05
-    for: 2s
-    stages: [canary, full]
-  - name: {COMPARE}
-    kind: compare
-    events: '{EVENTS}'
-    exposures: '{EXPOSURES}'
-    worse_by: 0.05
-    min_samples: 200
-    requires: no_regression
-    stages: [full]
-"""
+    """docs/examples/bake.yaml (shadow, canary 50 %, full, each a second; then the bake
+    with a 5 % holdout), under another name and with another bake."""
+    assert "bake: 30s " in EXAMPLE and "holdout: 5 " in EXAMPLE
+    return EXAMPLE.replace("memory-layer-bake", name).replace("bake: 30s ", f"bake: {bake} ")
 
 
 @dataclass
@@ -223,7 +193,7 @@ def test_a_bad_bake_is_refused_whole_by_the_cli_with_path_and_line(
     stack: Stack, tmp_path: Path
 ) -> None:
     name = "bake-bad"
-    bad = plan(name, bake="0s").replace("holdout: 5", "holdout: 60")
+    bad = plan(name, bake="0s").replace("holdout: 5 ", "holdout: 60 ")
     path = tmp_path / "bad.yaml"
     path.write_text(bad)
     r = subprocess.run(
@@ -235,6 +205,6 @@ def test_a_bad_bake_is_refused_whole_by_the_cli_with_path_and_line(
     )
     assert r.returncode != 0 and "Traceback" not in r.stderr
     said = r.stdout + r.stderr
-    assert "bake (line 8): must be at least 1s" in said
-    assert "holdout (line 9): a holdout is a percent above 0 and below 50, not 60" in said
+    assert "bake (line 21): must be at least 1s" in said
+    assert "holdout (line 22): a holdout is a percent above 0 and below 50, not 60" in said
     assert stack.client.get(f"/api/v1/rollouts/{name}").status_code == 404  # nothing applied

@@ -4,8 +4,10 @@ serves, and compare gates reading the holdout as their old side."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -76,6 +78,13 @@ def test_bake_and_holdout_are_read_and_written_back() -> None:
     plain = parse_plan(PLAN)
     assert (plain.bake, plain.holdout) == (None, None)
     assert "bake" not in plan_to_dict(plain) and "holdout" not in plan_to_dict(plain)
+
+
+def test_the_example_plan_parses_and_round_trips() -> None:
+    example = Path(__file__).resolve().parents[2] / "docs" / "examples" / "bake.yaml"
+    plan = parse_plan(example.read_text())
+    assert (plan.bake, plan.holdout) == (timedelta(seconds=30), 5)
+    assert parse_plan_data(json.loads(json.dumps(plan_to_dict(plan)))) == plan
 
 
 @pytest.mark.parametrize(
