@@ -10,6 +10,7 @@ else.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -21,9 +22,11 @@ import httpx
 import pytest
 
 from controller.demo.prometheus_process import PrometheusProcess
+from controller.ui.session import SESSION_COOKIE
 from flags.bucketing import bucket
 from tests.metrics_target import MetricsTarget
-from tests.serving import EXAMPLES, Server, running_server
+from tests.serving import ADMIN_TOKEN, EXAMPLES, Server, running_server
+from tests.ui_sessions import ui_session
 from tests.waiting import wait_until
 
 COMPARE = "errors-vs-holdout"
@@ -173,6 +176,14 @@ def test_a_breach_during_the_bake_steps_back_and_rolls_back(stack: Stack) -> Non
     assert listed.returncode == 0, listed.stderr
     row = next(x for x in listed.stdout.splitlines() if x.startswith(name))
     assert "running (baking, " in row and "holdout 5 %)" in row
+    # The web UI: the sentence under the status badge, and the bake in the plan.
+    cookies = {SESSION_COOKIE: ui_session(stack.server.database_url, ADMIN_TOKEN)}
+    page = httpx.get(f"{stack.server.url}/ui/rollouts/{name}", cookies=cookies, timeout=15)
+    assert page.status_code == 200
+    assert re.search(r'<p class="bake" data-bake>baking, (59m|1h)[^<]*, holdout 5 %</p>', page.text)
+    assert 'class="step bake current"' in page.text
+    overview = httpx.get(f"{stack.server.url}/", cookies=cookies, timeout=15)
+    assert overview.status_code == 200 and "holdout 5 %" in overview.text
 
     # The new side breaks: 30 % errors, against the error-rate gate's 5 %.
     stack.target.set_traffic(variant="new", requests_per_second=380, error_ratio=0.3)
