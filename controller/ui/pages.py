@@ -224,7 +224,8 @@ def _is_transition(event: Mapping[str, Any]) -> bool:
     if event["action"] == "apply":
         return False  # a plan change never moves what is served (rollouts.py refuses it)
     moved = (event["from_status"], event["from_step"]) != (event["to_status"], event["to_step"])
-    return moved or event["action"] in {a.value for a in Action}
+    # A bake begins at the step it was at, and moves the holdout to the old side.
+    return moved or event["action"] in {a.value for a in Action} or event["action"] == "bake"
 
 
 def _served_percent(state: RolloutState, status: str, step: int | None) -> float:
