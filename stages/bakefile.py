@@ -45,7 +45,13 @@ def check_bake(
     steps: Sequence[Step],
     gates: Sequence[tuple[Path, Gate]],
 ) -> None:
-    if holdout is not None and steps and not steps[-1].shadow:
+    if holdout is not None and steps and steps[-1].stage is not Stage.FULL:
+        report.add(
+            ("holdout",),
+            f"a holdout is taken from everyone, after a full step: the last step is "
+            f"{steps[-1].stage}, so leave holdout out (a bake alone may follow any step)",
+        )
+    elif holdout is not None and steps and not steps[-1].shadow:
         report.add(
             ("holdout",),
             "the holdout reads the old side, but the last step stops dual-writes "

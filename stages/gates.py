@@ -132,7 +132,7 @@ def compare_reading(
         alpha=state.plan.compare_alpha(),
         min_samples=gate.min_samples,
         # In a bake the old side is the holdout: the new side's share is its complement.
-        expected_share=bake.expected_share(state) if state.baking else expected_share(step),
+        expected_share=bake.expected_share(state) or expected_share(step),
         steps=bake.segments(state.plan),
     )
     outcome = _COMPARE_OUTCOMES[stats.verdict]

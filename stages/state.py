@@ -162,7 +162,7 @@ def serving(state: RolloutState) -> Serving:
         return Serving(first.stage, 0, 0.0, frozenset(), first.shadow)
     index = plan.last_step if state.status is Status.COMPLETED else state.step
     step = plan.steps[index]
-    if state.baking and plan.holdout is not None:
+    if state.baking and plan.holdout is not None and step.stage is Stage.FULL:
         # The holdout is the top buckets, the users a (100 - holdout) % step leaves out:
         # the same users all through the bake. No regions, or they would all be new.
         return Serving(step.stage, index, round(100 - plan.holdout, 2), frozenset(), step.shadow)

@@ -10,6 +10,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stages.actions import Action, ActionRefused, perform
 from stages.bake import bake_view, coarse_duration
@@ -21,7 +23,7 @@ from stages.plan import Comparison, Gate, OnRollback, Plan, Stage
 from stages.planfile import PlanError, parse_plan, parse_plan_data, plan_to_dict
 from stages.state import Outcome, RolloutState, Status, serving
 from stages.transitions import apply
-from tests.unit.plans import MINUTE, T0, at, gate, ramp, reading, readings, state, step
+from tests.unit.plans import MINUTE, T0, at, gate, plans, ramp, reading, readings, state, step
 
 DAY = timedelta(days=1)
 ERR = gate("error-rate", hold_above=0.01, rollback_above=0.02, abort_above=0.05)
@@ -318,3 +320,91 @@ def test_coarse_durations() -> None:
             timedelta(0),
         )
     ] == ["5d 3h", "5d", "3h 12m", "43s", "0s"]
+
+
+def test_a_holdout_needs_a_full_last_step_and_a_bake_alone_may_follow_any() -> None:
+    partial = PLAN.replace("  - {stage: full, hold: 1h}\n", "")
+    with pytest.raises(PlanError) as caught:
+        parse_plan(partial + "bake: 1d\nholdout: 1\n")
+    [problem] = caught.value.problems
+    assert problem.path == "holdout" and "the last step is canary" in problem.message
+    plan = parse_plan(partial + "bake: 1d\n")
+    baking = in_bake(plan)
+    assert baking.baking and serving(baking).percent == 5  # a bake never widens
+
+
+# --- properties --------------------------------------------------------------------------
+
+
+@st.composite
+def baked_plans(draw: st.DrawFn) -> Plan:
+    plan = draw(plans())
+    full = plan.steps[-1].stage is Stage.FULL
+    holdout = draw(st.sampled_from([None, 1.0, 5.0, 0.25])) if full else None
+    bake = timedelta(seconds=draw(st.integers(min_value=1, max_value=600)))
+    return replace(plan, bake=bake, holdout=holdout)
+
+
+TICK = st.tuples(
+    st.integers(min_value=0, max_value=120),
+    st.lists(st.sampled_from([Outcome.OK, Outcome.OK, Outcome.OK, *Outcome]), max_size=3),
+)
+ACTS = st.sampled_from([Action.ADVANCE, Action.PAUSE, Action.RESUME, Action.APPROVE,
+                        Action.ROLLBACK, Action.RETRY])  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(baked_plans(), st.lists(st.one_of(TICK, TICK, TICK, ACTS), min_size=5, max_size=120))
+def test_random_runs_never_give_the_holdout_the_new_side_nor_complete_a_bake_early(
+    plan: Plan, script: list[tuple[int, list[Outcome]] | Action]
+) -> None:
+    now = T0
+    current = perform(RolloutState(plan=plan), Action.START, now)
+    names = sorted({g.name for i in range(len(plan.steps)) for g in plan.gates_for(i)})
+    for event in script:
+        before = current
+        if isinstance(event, Action):
+            try:
+                current = perform(current, event, now, force=True)
+            except ActionRefused:
+                continue
+        else:
+            now += timedelta(seconds=event[0])
+            outcomes = dict(zip(names, event[1], strict=False))
+            got = decide(current, [reading(n, o, now) for n, o in outcomes.items()], now)
+            current = apply(current, got, [reading(n, o, now) for n, o in outcomes.items()], now)
+            if isinstance(got, Complete):
+                # Automatically, a plan with a bake completes only out of a whole bake.
+                assert before.baking and before.bake_started_at is not None
+                assert now - before.bake_started_at >= plan.bake  # type: ignore[operator]
+        served = serving(current)
+        if current.baking and plan.holdout is not None:
+            assert current.step == plan.last_step
+            assert served.percent == round(100 - plan.holdout, 2) and not served.regions
+        if current.status is not Status.COMPLETED:
+            # Never wider than the last step, and never more than 100 - holdout in a bake.
+            assert served.percent <= plan.steps[-1].percent
+        if current.status is Status.COMPLETED:
+            assert served.percent == plan.steps[-1].percent
+
+
+@settings(max_examples=150, deadline=None)
+@given(baked_plans(), st.integers(min_value=1, max_value=120))
+def test_a_healthy_rollout_bakes_then_completes(plan: Plan, every: int) -> None:
+    now = T0
+    current = perform(RolloutState(plan=plan), Action.START, now)
+    names = sorted({g.name for i in range(len(plan.steps)) for g in plan.gates_for(i)})
+    baked_from = None
+    for _ in range(10_000):
+        if current.status is Status.COMPLETED:
+            break
+        if current.status is Status.AWAITING_APPROVAL:
+            current = perform(current, Action.APPROVE, now)
+            continue
+        now += timedelta(seconds=every)
+        healthy = [reading(n, Outcome.OK, now) for n in names]
+        current = apply(current, decide(current, healthy, now), healthy, now)
+        if current.baking and baked_from is None:
+            baked_from = current.bake_started_at
+    assert current.status is Status.COMPLETED and baked_from is not None
+    assert plan.bake is not None and now - baked_from >= plan.bake
