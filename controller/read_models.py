@@ -22,6 +22,7 @@ from controller.storage.mapping import rollout_view, state_from_row
 from controller.storage.store import Store
 from controller.storage.tables import GateEvaluationRow, RolloutRow
 from stages.state import ACTIVE_STATUSES, RolloutState
+from stages.windows import Window
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,19 +65,21 @@ class LatestGate:
 class ReadModels:
     def __init__(self, store: Store) -> None:
         self._store = store
+        # The global change windows (ROLLOUT_CHANGE_WINDOWS), for plans without their own.
+        self.default_windows: tuple[Window, ...] = ()
 
     # -- rollouts ------------------------------------------------------------------
 
     def rollout_state(self, name: str) -> RolloutState:
         with self._store.read() as session:
-            return state_from_row(_rollout(session, name))
+            return state_from_row(_rollout(session, name), default_windows=self.default_windows)
 
     def rollout_summaries(self, now: datetime) -> list[RolloutSummary]:
         """Every rollout, by name."""
         with self._store.read() as session:
             rows = session.execute(select(RolloutRow).order_by(col(RolloutRow.name))).scalars()
             enabled = flags_enabled(session)
-            return [_summary(session, row, enabled.get(row.flag_key), now) for row in rows]
+            return [self._summary(session, row, enabled.get(row.flag_key), now) for row in rows]
 
     def rollout_detail(
         self, name: str, now: datetime, *, events: int, gate_points: int
@@ -86,7 +89,7 @@ class ReadModels:
         with self._store.read() as session:
             row = _rollout(session, name)
             enabled = flags_enabled(session).get(row.flag_key)
-            summary = _summary(session, row, enabled, now)
+            summary = self._summary(session, row, enabled, now)
             plan = summary.state.plan
             every_step = range(len(plan.steps))
             gates = dict.fromkeys(
@@ -111,6 +114,18 @@ class ReadModels:
                 "latest": gate_history.latest(session, name),
                 "history": gate_history.history(session, name, gate=gate, since=since, limit=limit),
             }
+
+    def _summary(
+        self, session: Session, row: RolloutRow, enabled: bool | None, now: datetime
+    ) -> RolloutSummary:
+        state = state_from_row(row, default_windows=self.default_windows)
+        return RolloutSummary(
+            view=with_kill_switch(rollout_view(row, state, now), enabled),
+            state=state,
+            checked_at=row.checked_at,
+            created_at=row.created_at,
+            latest_gates=gate_history.latest(session, row.name),
+        )
 
     # -- the audit log ---------------------------------------------------------------
 
@@ -152,19 +167,6 @@ def _rollout(session: Session, name: str) -> RolloutRow:
     if row is None:
         raise NotFound(f"rollout {name!r} not found")
     return row
-
-
-def _summary(
-    session: Session, row: RolloutRow, enabled: bool | None, now: datetime
-) -> RolloutSummary:
-    state = state_from_row(row)
-    return RolloutSummary(
-        view=with_kill_switch(rollout_view(row, state, now), enabled),
-        state=state,
-        checked_at=row.checked_at,
-        created_at=row.created_at,
-        latest_gates=gate_history.latest(session, row.name),
-    )
 
 
 def _latest_gates(session: Session, rollouts: Iterable[str]) -> list[LatestGate]:

@@ -50,6 +50,7 @@ from stages.transitions import (
     paused_by_kill_switch,
 )
 from stages.transitions import apply as apply_decision
+from stages.windows import Window
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,12 @@ class Rollouts:
         # Told each transition's audit event inside its transaction, so that what it
         # writes (the webhook outbox) commits or rolls back with the transition.
         self.notify: Notifier | None = None
+        # The global change windows (ROLLOUT_CHANGE_WINDOWS), for plans without their own.
+        self.default_windows: tuple[Window, ...] = ()
+
+    def state_of(self, row: RolloutRow) -> RolloutState:
+        """The row's core state, with the global change windows."""
+        return state_from_row(row, default_windows=self.default_windows)
 
     def _unit_of_work(self) -> AbstractContextManager[UnitOfWork]:
         """A transaction that refreshes the snapshot after an audited change and writes
@@ -108,14 +115,14 @@ class Rollouts:
             rows = session.execute(select(RolloutRow).order_by(col(RolloutRow.name))).scalars()
             enabled = flags_enabled(session)
             return [
-                with_kill_switch(rollout_view(r, state_from_row(r), now), enabled.get(r.flag_key))
+                with_kill_switch(rollout_view(r, self.state_of(r), now), enabled.get(r.flag_key))
                 for r in rows
             ]
 
     def get(self, name: str, now: datetime) -> dict[str, Any]:
         with self._store.read() as session:
             row = _load(session, name)
-            return view_of(session, row, state_from_row(row), now)
+            return view_of(session, row, self.state_of(row), now)
 
     def running_names(self) -> list[str]:
         with self._store.read() as session:
@@ -153,7 +160,7 @@ class Rollouts:
                 "one flag has at most one rollout (delete the old one first)"
             )
         _ensure_flag(uow, plan, actor, now)
-        state = RolloutState(plan=plan)
+        state = RolloutState(plan=plan, default_windows=self.default_windows)
         row = RolloutRow(
             name=plan.rollout,
             flag_key=plan.flag,
@@ -195,7 +202,7 @@ class Rollouts:
                 f"to {plan.flag!r} (delete the rollout and apply again)"
             )
         session = uow.session
-        old = state_from_row(row)
+        old = self.state_of(row)
         if row.plan == plan_data:
             return ApplyResult("unchanged", view_of(session, row, old, now), [])
         changes = _describe_changes(row.plan, plan_data)
@@ -243,7 +250,7 @@ class Rollouts:
                     "it changed since you loaded it; reload and try again",
                     current_version=row.version,
                 )
-            before = state_from_row(row)
+            before = self.state_of(row)
             # Shared-locked: a kill switch flipped meanwhile waits for this action, then
             # sees its result (and pauses what it started), or this action sees the switch.
             enabled = flag_enabled(session, row.flag_key, lock=True)
@@ -308,7 +315,7 @@ class Rollouts:
                 raise VersionConflict(
                     f"rollout {name!r} changed during the tick", current_version=row.version
                 )
-            before = loaded if loaded is not None else state_from_row(row)
+            before = loaded if loaded is not None else self.state_of(row)
             after = apply_decision(before, decision, readings, now)
             slot = now if checked_at is None else checked_at
             version = _cas(uow, row, after, now, bump=transition, extra={"checked_at": slot})

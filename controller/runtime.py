@@ -63,10 +63,12 @@ class Runtime:
 
     def __post_init__(self) -> None:
         self.rollouts = Rollouts(self.store, self.changed)
+        self.rollouts.default_windows = self.settings.default_windows()
         # With the rollouts: a kill switch's pause then sends its webhook and metric.
         self.flags = Flags(self.store, self.changed, rollouts=self.rollouts)
         self.tokens.on_change = self.changed
         self.read_models = ReadModels(self.store)
+        self.read_models.default_windows = self.rollouts.default_windows
         self.ui_sessions = UiSessions(self.store)
         self.leases = Leases(self.store, self.replica_id)
         self.outbox = Outbox(

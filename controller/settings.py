@@ -18,6 +18,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 from controller.deadline_http import redact_url
 from controller.notify.config import WebhookConfig, unique_names
 from stages.durations import parse_duration
+from stages.problems import PlanError
+from stages.windowfile import parse_windows_text
+from stages.windows import Window
 
 _URL_FIELDS = frozenset({"prometheus_url", "database_url", "public_url"})
 
@@ -88,6 +91,10 @@ class Settings(BaseSettings):
     # Believe X-Forwarded-Proto (set by a TLS-terminating proxy in front of every
     # replica): the UI's cookies are then Secure when the proxy says https.
     trust_proxy_headers: bool = False
+    # Change windows for every rollout whose plan declares none (docs/windows.md): the
+    # plan's `windows:` list as YAML or JSON, e.g.
+    # [{days: mon-fri, hours: "09:00-17:00", tz: Europe/Berlin}]. Unset: any time.
+    change_windows: str | None = None
 
     @field_validator("prometheus_password_file")
     @classmethod
@@ -115,6 +122,19 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("change_windows")
+    @classmethod
+    def _readable_windows(cls, value: str | None) -> str | None:
+        if value is not None and value.strip():
+            _windows_of(value)
+        return value
+
+    def default_windows(self) -> tuple[Window, ...]:
+        """The global change windows; none when the setting is unset or blank."""
+        if self.change_windows is None or not self.change_windows.strip():
+            return ()
+        return _windows_of(self.change_windows)
+
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         # URLs may hold a password (http://user:pass@host): never in a repr or a log line.
         for name, value in super().__repr_args__():
@@ -134,6 +154,13 @@ class Settings(BaseSettings):
         if parse_duration(value).total_seconds() <= 0:
             raise ValueError("must be a positive duration, e.g. 24h")
         return value
+
+
+def _windows_of(text: str) -> tuple[Window, ...]:
+    try:
+        return parse_windows_text(text, "windows")
+    except PlanError as exc:
+        raise ValueError("; ".join(str(problem) for problem in exc.problems)) from None
 
 
 def _has_userinfo(url: object) -> bool:

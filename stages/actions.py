@@ -13,6 +13,7 @@ from datetime import datetime
 
 from stages.state import Outcome, RolloutState, Status
 from stages.transitions import begin_bake, enter_step, roll_back, step_back
+from stages.windows import closed_sentence
 
 
 class Action(enum.StrEnum):
@@ -105,11 +106,30 @@ def perform(
             f"cannot {action}: flag {flag} is disabled (kill switch), so the rollout serves "
             f"the old side to everyone; enable the flag first (rollout flag enable {flag})"
         )
+    closed = closed_sentence(state.windows, now)
+    if closed and action is Action.APPROVE:
+        # Refused, not kept for later: an approval judges the gates as they read now,
+        # and a change that starts by itself when a window opens is one nobody watched
+        # begin (docs/windows.md).
+        raise ActionRefused(
+            f"cannot approve {_next_step_name(state)} now: {closed}; approve it then"
+        )
+    if closed and action is Action.ADVANCE and not force:
+        breached = _breached_gates(state)
+        also = f" (force would also override {breached})" if breached else ""
+        raise ActionRefused(f"cannot advance now: {closed}; use force to override{also}")
     if action is Action.ADVANCE:
+        if closed:
+            reason = f"{reason or 'advanced by operator'} (forced {closed})"
         return _advance(state, now, force, reason)
     if action is Action.ROLLBACK:
         return _rollback(state, now, immediate, reason)
     return _SIMPLE[action](state, now, reason or f"{_PAST[action]} by operator")
+
+
+def _next_step_name(state: RolloutState) -> str:
+    index = min(state.step + 1, state.plan.last_step)
+    return f"step {index + 1} ({state.plan.steps[index].label()})"
 
 
 def _refusal(state: RolloutState, action: Action) -> str:

@@ -27,8 +27,9 @@ from stages.decisions import (
     StepBack,
 )
 from stages.durations import format_duration as exact_duration
-from stages.plan import Gate, OnRollback, Step
+from stages.plan import Dwell, Gate, OnRollback, Step
 from stages.state import ACTIVE_STATUSES, GateMark, GateReading, Outcome, RolloutState, Status
+from stages.windows import closed_sentence, time_inside
 
 # Levels a `for` window applies to, most severe first. Hold is not among them: a gate
 # at hold never lets a step advance, sustained or not ("never advance" beats `for`).
@@ -332,23 +333,26 @@ def _dwell(state: RolloutState, readings: Sequence[GateReading], now: datetime) 
     # hold - elapsed, never start + hold: a plan stored before the limits may hold a
     # duration past what a datetime can reach. In the bake, the bake's time instead.
     left = (
-        bake_left(state, now)
-        if state.baking
-        else plan.steps[state.step].hold - (now - step_start(state, now))
+        bake_left(state, now) if state.baking else plan.steps[state.step].hold - dwelt(state, now)
     )
     oks = ok_evaluations_after(state, readings, now)
+    closed = closed_sentence(state.windows, now)
     waiting: list[str] = []
     if state.baking:
         waiting.extend(_baking(state, now, left))
     elif left > timedelta(0):
-        waiting.append(f"dwell: {format_duration(left)} left")
+        counted = " (counted inside change windows)" if counts_in_window(state) else ""
+        waiting.append(f"dwell: {format_duration(left)} left{counted}")
     if gates and oks < plan.min_evaluations:
         waiting.append(f"{oks} of {plan.min_evaluations} ok evaluations in a row")
         waiting.extend(_delays_left(state, gates, now))
     if waiting:
-        return Hold("; ".join(waiting))
+        return Hold("; ".join([*waiting, *([closed] if closed else [])]))
     if state.blocked:
         return Hold(f"ready to advance, but {'; '.join(state.blocked)}")
+    # Advances and completions wait for a change window; rollbacks came before this.
+    if closed:
+        return Hold(f"ready to advance, but {closed}")
     evidence = f"{oks} ok evaluations in a row" if gates else "timed ramp"
     if state.baking:
         return Complete(complete_reason(state, evidence))
@@ -358,6 +362,19 @@ def _dwell(state: RolloutState, readings: Sequence[GateReading], now: datetime) 
 def _baking(state: RolloutState, now: datetime, left: timedelta) -> list[str]:
     view = bake_view(state, now)
     return [view.sentence] if view is not None and left > timedelta(0) else []
+
+
+def counts_in_window(state: RolloutState) -> bool:
+    return state.plan.dwell_of(state.step) is Dwell.IN_WINDOW
+
+
+def dwelt(state: RolloutState, now: datetime) -> timedelta:
+    """The time the current step's ``hold`` has counted: all of it since the step began,
+    or with ``dwell: in_window`` only the time inside change windows."""
+    start = step_start(state, now)
+    if counts_in_window(state):
+        return time_inside(state.windows, start, now)
+    return now - start
 
 
 def _delays_left(state: RolloutState, gates: Sequence[Gate], now: datetime) -> list[str]:

@@ -13,6 +13,8 @@ import enum
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from stages.windows import Window
+
 
 class Stage(enum.StrEnum):
     SHADOW = "shadow"
@@ -20,6 +22,13 @@ class Stage(enum.StrEnum):
     GRADUATED = "graduated"
     REGIONAL = "regional"
     FULL = "full"
+
+
+class Dwell(enum.StrEnum):
+    """What a step's ``hold`` counts: all time, or only time inside change windows."""
+
+    ALWAYS = "always"
+    IN_WINDOW = "in_window"
 
 
 class OnRollback(enum.StrEnum):
@@ -133,6 +142,7 @@ class Step:
     on_rollback: OnRollback = OnRollback.STEP_BACK
     shadow: bool = True  # dual-write
     gates: tuple[Gate, ...] = ()  # gates of this step only, on top of the plan's
+    dwell: Dwell | None = None  # None: the plan's
 
     def label(self) -> str:
         if self.stage is Stage.REGIONAL:
@@ -166,6 +176,9 @@ class Plan:
     # and the percent of users kept on the old side meanwhile (stages.bake).
     bake: timedelta | None = None
     holdout: float | None = None
+    # When automatic advances may happen (stages.windows); none: the global setting's.
+    windows: tuple[Window, ...] = ()
+    dwell: Dwell = Dwell.ALWAYS
 
     def gates_for(self, step_index: int, *, baking: bool = False) -> tuple[Gate, ...]:
         """Every gate that applies while ``step_index`` is the current step (``baking``:
@@ -183,6 +196,9 @@ class Plan:
         names = {g.name for g in self.gates if g.compare is not None}
         names |= {g.name for step in self.steps for g in step.gates if g.compare is not None}
         return self.false_rollback_budget / max(1, len(names))
+
+    def dwell_of(self, step_index: int) -> Dwell:
+        return self.steps[step_index].dwell or self.dwell
 
     @property
     def last_step(self) -> int:

@@ -47,6 +47,7 @@ from stages.limits import (
 from stages.plan import (
     DEFAULT_FALSE_ROLLBACK_BUDGET,
     Comparison,
+    Dwell,
     Gate,
     GateMode,
     OnRollback,
@@ -55,6 +56,7 @@ from stages.plan import (
     Step,
 )
 from stages.problems import Path, PlanError, Problem, Report, kind, render
+from stages.windowfile import read_windows, windows_to_list
 from stages.yamlsource import read_yaml
 
 __all__ = [
@@ -72,8 +74,12 @@ _PLAN_FIELDS = (
     *("max_gate_errors", "rollback_observe", "variants", "labels", "steps", "gates"),
     "false_rollback_budget",
     *("bake", "holdout"),
+    *("windows", "dwell"),
 )
-_STEP_FIELDS = ("stage", "percent", "regions", "hold", "approval", "on_rollback", "shadow", "gates")
+_STEP_FIELDS = (
+    *("stage", "percent", "regions", "hold", "approval", "on_rollback", "shadow", "gates"),
+    "dwell",
+)
 _ROLLOUT_NAME = re.compile(r"[a-z0-9][a-z0-9\-_.]{0,62}")
 _PERCENT_STAGES = (Stage.CANARY, Stage.GRADUATED)
 _STAGE_ORDER = list(Stage)
@@ -136,6 +142,11 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         out["bake"] = format_duration(plan.bake)
     if plan.holdout is not None:
         out["holdout"] = _plain(plan.holdout)
+    # Only when set: a stored plan from before windows keeps its exact form.
+    if plan.windows:
+        out["windows"] = windows_to_list(plan.windows)
+    if plan.dwell is not Dwell.ALWAYS:
+        out["dwell"] = plan.dwell.value
     out["steps"] = _steps_to_dicts(plan.steps)
     out["gates"] = [_gate_to_dict(gate) for gate in plan.gates]
     return out
@@ -218,6 +229,8 @@ def _plan(report: Report, data: object) -> Plan | None:
         ),
         bake=bake,
         holdout=holdout,
+        windows=field(report, fields, (), "windows", read_windows, ()),
+        dwell=field(report, fields, (), "dwell", choice(Dwell), Dwell.ALWAYS),
     )
 
 
@@ -302,6 +315,7 @@ def _draft(report: Report, path: Path, value: object) -> _Draft | None:
         approval=field(report, fields, path, "approval", boolean, False),
         on_rollback=field(report, fields, path, "on_rollback", choice(OnRollback), _STEP_BACK),
         gates=tuple(gate for _, gate in gates),
+        dwell=field(report, fields, path, "dwell", choice(Dwell), None),
     )
     if stage is None:
         return None
@@ -470,6 +484,8 @@ def _steps_to_dicts(steps: Sequence[Step]) -> list[dict[str, Any]]:
         item["shadow"] = step.shadow
         if step.gates:
             item["gates"] = [_gate_to_dict(gate) for gate in step.gates]
+        if step.dwell is not None:
+            item["dwell"] = step.dwell.value
         out.append(item)
     return out
 

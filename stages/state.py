@@ -14,6 +14,7 @@ from datetime import datetime
 
 from stages.compare import CompareStats, Evidence
 from stages.plan import Gate, Plan, Stage
+from stages.windows import Window
 
 
 class Status(enum.StrEnum):
@@ -124,6 +125,9 @@ class RolloutState:
     blocked: tuple[str, ...] = ()
     # When the bake after the last step began (stages.bake); None outside it.
     bake_started_at: datetime | None = None
+    # The global change windows (ROLLOUT_CHANGE_WINDOWS), set by the shell when it loads
+    # the state: they apply when the plan declares none.
+    default_windows: tuple[Window, ...] = ()
 
     @property
     def baking(self) -> bool:
@@ -138,6 +142,11 @@ class RolloutState:
     def gates_now(self) -> tuple[Gate, ...]:
         """The gates that apply where the rollout is now (its step, or the bake)."""
         return self.plan.gates_for(self.step, baking=self.baking)
+
+    @property
+    def windows(self) -> tuple[Window, ...]:
+        """The change windows that apply: the plan's, else the global ones."""
+        return self.plan.windows or self.default_windows
 
 
 @dataclass(frozen=True, slots=True)

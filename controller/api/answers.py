@@ -101,6 +101,23 @@ class Bake(Answer):
     summary: str = Field(description='e.g. "baking, 5d 3h left, holdout 1 %"')
 
 
+class ChangeWindow(Answer):
+    """The change windows that apply (docs/windows.md): automatic advances, completions
+    and approvals happen only while one is open."""
+
+    open: bool
+    next_open: Timestamp | None = Field(
+        description="when the next window opens (while open: the one after this one)"
+    )
+    next_close: Timestamp | None = Field(
+        description="when the open (or next) window closes; null: not in the next two weeks"
+    )
+    source: str = Field(description="plan (its own windows) or setting (ROLLOUT_CHANGE_WINDOWS)")
+    message: str | None = Field(
+        description="while closed: outside change window, next opens Mon 09:00 Europe/Berlin"
+    )
+
+
 class RolloutAnswer(Answer):
     name: str
     flag: str
@@ -120,6 +137,9 @@ class RolloutAnswer(Answer):
     serving: Serving
     bake: Bake | None = Field(default=None, description="in the bake after the last step")
     plan: dict[str, Any] = Field(description="the plan as stored (docs/plans.md)")
+    window: ChangeWindow | None = Field(
+        default=None, description="null when no change windows apply (advances at any time)"
+    )
     created_at: Timestamp | None
     updated_at: Timestamp | None
     kill_switch: bool = Field(description="the rollout's flag is disabled")
@@ -206,6 +226,11 @@ class CompareAnswer(Answer):
     srm_p: Measured = Field(description="p-value of the sample-ratio check")
     segments: int = Field(description="earlier steps whose evidence is pooled in")
     min_samples: Measured
+    allowance: Measured = Field(
+        default=None,
+        description="how far who is on each side can move the gap by chance (user_spread "
+        "scaled to the step), included in low..high; 0 without user_spread",
+    )
 
 
 class GateReadingAnswer(Answer):

@@ -100,7 +100,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
     from pydantic_settings import SettingsError
 
-    from controller.http.app import create_app
+    from controller.gates.startup_check import log_prometheus_check
+    from controller.http.app import create_app, prometheus_gates
     from controller.logs import configure_logging
     from controller.settings import Settings, explain_settings_error
     from controller.storage import migrate
@@ -119,6 +120,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except (ValidationError, SettingsError) as exc:
         raise CliError(explain_settings_error(exc), 2) from None
     configure_logging(settings.log_level)
+    log_prometheus_check(
+        prometheus_gates(settings), configured="prometheus_url" in settings.model_fields_set
+    )
     # Here rather than only in the app's start-up, so a refusal is one clear line.
     with database_errors(settings.database_url):
         migrate.prepare(settings.database_url, upgrade=settings.db_upgrade)
@@ -191,6 +195,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         interactive=not args.no_input,
         timeout=args.timeout,
         prometheus_url=os.environ.get("ROLLOUT_PROMETHEUS_URL") or None,
+        stay=True if args.stay else None,
     )
     return run_demo(options)
 
@@ -517,8 +522,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a whole rollout on embedded defaults: controller, demo service, Prometheus",
         description="Start the controller, a demo service and Prometheus, apply the "
         "memory-layer runbook in seconds and run it. Keys: e toggles errors on the new "
-        "side, q quits. Exit 0 when the run ends as expected: completed without injected "
-        "errors, rolled back with them.",
+        "side, q quits. When the rollout has ended it stays up (UI, API, Prometheus) "
+        "until q, --timeout or a signal. Exit 0 when the run ends as expected: completed "
+        "without injected errors, rolled back with them; or on q before it ends.",
     )
     demo.add_argument(
         "--port",
@@ -536,9 +542,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="inject errors on the new side once the rollout reaches this step "
         "(1-based number, or a stage name such as graduated)",
     )
-    demo.add_argument("--no-input", action="store_true", help="do not read keys from stdin")
     demo.add_argument(
-        "--timeout", type=float, default=300.0, help="end the run after SECONDS (default 300)"
+        "--no-input",
+        action="store_true",
+        help="do not read keys from stdin (then the demo ends with the rollout, unless --stay)",
+    )
+    demo.add_argument(
+        "--stay",
+        action="store_true",
+        help="stay up after the rollout ends until --timeout or a signal, also with --no-input",
+    )
+    demo.add_argument(
+        "--timeout",
+        type=float,
+        default=900.0,
+        help="end the demo after SECONDS, staying up included (default 900)",
     )
 
     bt = sub.add_parser(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 
@@ -81,12 +82,14 @@ def rollout_detail(r: dict[str, Any], latest: list[dict[str, Any]] | None = None
         f"  in step:  {duration(r['seconds_in_step'])}"
         + (
             f", {'completes' if r.get('bake') else 'may advance'} in "
-            f"{duration(r['seconds_until_may_advance'])}"
+            f"{duration(r['seconds_until_may_advance'])}{'' if r.get('bake') else _counted(r)}"
             if r["seconds_until_may_advance"] is not None
             else ""
         ),
         f"  gates:    {gates_text(r['last_outcomes'])}",
     ]
+    if r.get("window"):
+        lines.append(f"  window:   {window_text(r['window'])}")
     if latest:
         observed = observe_only_gates(r["plan"])
         lines.append("  readings:")
@@ -125,6 +128,25 @@ def bake_lines(r: dict[str, Any]) -> list[str]:
     holdout = bake["holdout_percent"]
     held = f", {holdout:g} % of users held out on the old side" if holdout is not None else ""
     return [f"  bake:     ends {bake['ends_at']}{held}"]
+
+
+def _counted(r: dict[str, Any]) -> str:
+    plan = r["plan"]
+    dwell = plan["steps"][r["step"]].get("dwell") or plan.get("dwell", "always")
+    return " of time inside change windows" if dwell == "in_window" else ""
+
+
+def window_text(window: dict[str, Any]) -> str:
+    """``outside change window, next opens Mon 09:00 Europe/Berlin``, or when it closes."""
+    if not window["open"]:
+        return str(window["message"])
+    if window["next_close"] is None:
+        return "open (no close in the next two weeks)"
+    return f"open, closes {_utc_minute(window['next_close'])}"
+
+
+def _utc_minute(iso: str) -> str:
+    return datetime.fromisoformat(iso).astimezone(UTC).strftime("%a %Y-%m-%d %H:%M UTC")
 
 
 def observe_only_gates(plan: dict[str, Any]) -> set[str]:

@@ -22,9 +22,18 @@ if TYPE_CHECKING:
 # Automatic decisions that take exposure back.
 ROLLBACK_ACTIONS = frozenset({"step_back", "rollback"})
 # Narrower terminals get the tables one below the other.
-SIDE_BY_SIDE_WIDTH = 120
+SIDE_BY_SIDE_WIDTH = 140
 # Plain output repeats traffic and gates this often, so a log shows the run's pulse.
 PLAIN_PULSE_S = 10.0
+# A threshold gate's levels, in the order they are shown (mildest first).
+THRESHOLD_NAMES = (
+    "hold_above",
+    "rollback_above",
+    "abort_above",
+    "hold_below",
+    "rollback_below",
+    "abort_below",
+)
 OUTCOME_STYLES = {
     "ok": "green",
     "hold": "yellow",
@@ -100,8 +109,45 @@ def serving_text(rollout: dict[str, Any]) -> str:
     return text + (", dual-write on" if serving["shadow"] else ", dual-write off")
 
 
-def gate_line(gate: dict[str, Any]) -> str:
-    return f"{gate['gate']} {value_text(gate['value'])} {gate['outcome']}"
+def gate_line(gate: dict[str, Any], thresholds: dict[str, str] | None = None) -> str:
+    limits = (thresholds or {}).get(gate["gate"])
+    return f"{gate['gate']} {value_text(gate['value'])} {gate['outcome']}" + (
+        f" ({limits})" if limits else ""
+    )
+
+
+def plan_gates(rollout: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every gate of the rollout's plan, its own and its steps', once each, in order."""
+    plan = rollout.get("plan") or {}
+    gates: dict[str, dict[str, Any]] = {}
+    for gate in [
+        *plan.get("gates", []),
+        *(g for s in plan.get("steps", []) for g in s.get("gates", [])),
+    ]:
+        gates.setdefault(gate["name"], gate)
+    return list(gates.values())
+
+
+def thresholds_text(gate: dict[str, Any]) -> str:
+    """What crossing means: ``rollback_above 400, abort_above 500``; for a compare gate
+    its margin, ``worse_by 1.00 pp`` (percentage points of the new side's rate over the
+    old's; of requests slower than ``slower_than`` for a latency comparison), and what a
+    shown regression does when that is not a rollback."""
+    if gate.get("kind") == "compare":
+        text = f"worse_by {gate['worse_by'] * 100:.2f} pp"
+        if gate.get("slower_than") is not None:
+            text += f" (>{gate['slower_than']:g})"
+        action = gate.get("on_regression", "rollback")
+        return text if action == "rollback" else f"{text} -> {action}"
+    return ", ".join(
+        f"{name} {value_text(float(gate[name]))}"
+        for name in THRESHOLD_NAMES
+        if gate.get(name) is not None
+    )
+
+
+def thresholds_by_gate(rollout: dict[str, Any]) -> dict[str, str]:
+    return {gate["name"]: thresholds_text(gate) for gate in plan_gates(rollout)}
 
 
 def traffic_line(traffic: Traffic) -> str:
@@ -188,7 +234,8 @@ class PlainDisplay:
             self._last_pulse = time.monotonic()
             self._print(traffic_line(frame.traffic))
             if frame.gates:
-                self._print("gates: " + "; ".join(gate_line(g) for g in frame.gates))
+                limits = thresholds_by_gate(rollout)
+                self._print("gates: " + "; ".join(gate_line(g, limits) for g in frame.gates))
 
     def event(self, event: dict[str, Any]) -> None:
         self._print(event_text(event))
@@ -257,7 +304,8 @@ def render(frame: Frame, width: int = 160) -> RenderableType:
         f"  t+{frame.elapsed:.0f}s",
     )
     reason = Text(f"why: {rollout['reason'] or '-'}", style="dim")
-    steps, gates, traffic = steps_table(rollout), gates_table(frame.gates), traffic_table(frame)
+    steps, traffic = steps_table(rollout), traffic_table(frame)
+    gates = gates_table(frame.gates, plan_gates(rollout))
     if width < SIDE_BY_SIDE_WIDTH:
         return Group(head, reason, steps, gates, traffic)
     grid = Table.grid(padding=(0, 3))
@@ -297,24 +345,30 @@ def _step_label(step: dict[str, Any]) -> str:
     return stage + (" (approval)" if step.get("approval") else "")
 
 
-def gates_table(gates: list[dict[str, Any]]) -> Table:
+def gates_table(readings: list[dict[str, Any]], gates: list[dict[str, Any]] | None = None) -> Table:
+    """Every gate of the plan with its thresholds, and its newest reading if it has one
+    (the gates of a later stage have none yet)."""
     table = Table(title="gates (newest reading)", title_justify="left", box=None)
     for column in ("gate", "value", "outcome", "threshold", "step"):
-        table.add_column(column, no_wrap=True)
-    for gate in gates:
-        threshold = ""
-        if gate.get("threshold"):
-            threshold = f"{gate['threshold']} {value_text(gate['threshold_value'])}"
-        outcome = gate["outcome"]
+        table.add_column(column, no_wrap=True, min_width=len(column))
+    newest = {reading["gate"]: reading for reading in readings}
+    limits = {gate["name"]: thresholds_text(gate) for gate in gates or []}
+    for name in [*limits, *(n for n in newest if n not in limits)]:
+        reading = newest.get(name)
+        if reading is None:
+            table.add_row(name, "-", Text("-", style="dim"), limits[name], "")
+            continue
+        outcome = reading["outcome"]
+        crossed = reading.get("threshold") not in (None, "")
         table.add_row(
-            gate["gate"],
-            value_text(gate["value"]),
+            name,
+            value_text(reading["value"]),
             Text(outcome, style=OUTCOME_STYLES.get(outcome, "")),
-            threshold,
-            _step(gate.get("step")),
+            Text(limits.get(name, ""), style=OUTCOME_STYLES.get(outcome, "") if crossed else ""),
+            _step(reading.get("step")),
         )
-    if not gates:
-        table.add_row("(no readings yet: gates apply from canary on)", "", "", "", "")
+    if not limits and not newest:
+        table.add_row("(no gates: a timed ramp)", "", "", "", "")
     return table
 
 

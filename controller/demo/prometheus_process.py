@@ -23,6 +23,9 @@ from types import TracebackType
 DEFAULT_BINARY = "/usr/bin/prometheus"
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
+# A free port is chosen, closed, then bound by the child: another process (or a
+# connection's local port) may take it in between. Then another port, this many times.
+PORT_ATTEMPTS = 3
 _POLL_S = 0.1
 
 
@@ -78,6 +81,17 @@ class PrometheusProcess:
         self.stop()
 
     def start(self) -> None:
+        chosen = self.port is None
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            try:
+                self._start_once()
+                return
+            except PrometheusStartError as exc:
+                if not chosen or attempt == PORT_ATTEMPTS or not _port_taken(str(exc)):
+                    raise
+                self.port = None
+
+    def _start_once(self) -> None:
         binary = _find_binary(self.binary)
         workdir = self._make_workdir()
         config = workdir / "prometheus.yml"
@@ -197,6 +211,10 @@ def _find_binary(binary: str | None) -> str:
             "install Debian's package: apt-get install -y prometheus"
         )
     return candidate
+
+
+def _port_taken(log: str) -> bool:
+    return "address already in use" in log
 
 
 def _is_ready(url: str) -> bool:

@@ -2,7 +2,10 @@
 in seconds, in one process; progress on the terminal; errors injected on request; a
 summary of what the controller did and how fast.
 
-Everything started here is stopped here (an ``ExitStack``), also on Ctrl-C.
+When the rollout has ended the demo stays up (the controller, its UI, the service and
+Prometheus), so the printed address and token keep working, until ``q``, the
+``--timeout`` or a signal. Everything started here is stopped here (an ``ExitStack``),
+also on Ctrl-C, SIGTERM or SIGHUP.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import os
 import secrets
 import select
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -19,9 +23,11 @@ import termios
 import threading
 import time
 import tty
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
+from types import FrameType
 from typing import Any, TextIO
 
 import httpx
@@ -55,6 +61,8 @@ POLL_S = 0.25
 # the controller serves now (the "every evaluation on the old side" measurement).
 LINGER_S = 2.0
 FINAL_STATUSES = frozenset({"completed", "rolled_back", "aborted", "paused"})
+# Signals that end the demo like Ctrl-C does: everything started is stopped.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 class DemoError(Exception):
@@ -65,26 +73,38 @@ class DemoError(Exception):
         self.exit_code = exit_code
 
 
+class StopSignal(Exception):
+    """SIGTERM or SIGHUP arrived: unwind, stopping everything, as for Ctrl-C."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
 @dataclass(frozen=True)
 class DemoOptions:
     port: int = 8080
     metrics_port: int = 0
     inject_at: str | None = None  # a 1-based step number or a stage name
     interactive: bool = True
-    timeout: float = 300.0
+    timeout: float = 900.0  # the whole demo, staying up included
+    # Stay up after the rollout ends, until q, the timeout or a signal; None: when keys
+    # are read from a terminal (there is a person to press q).
+    stay: bool | None = None
     prometheus_url: str | None = None  # an external Prometheus instead of our own
     quiet: bool = False  # no progress output at all (the benchmark)
 
 
 @dataclass
 class DemoResult:
-    ended: str  # the final status, or "timeout" / "quit"
+    ended: str  # the final status, or "timeout" / "quit" / "SIGTERM" ...
     rollout: dict[str, Any]
     events: list[dict[str, Any]]  # audit events, oldest first
     traffic: Traffic
     started_at: datetime
     expected: bool = False
     first_rollback: dict[str, Any] | None = None
+    stopped_by: str | None = None  # what ended the stay after the rollout: q, timeout, ...
 
     @property
     def injected(self) -> bool:
@@ -137,29 +157,37 @@ def default_plan_text() -> str:
 # -- pieces ------------------------------------------------------------------------
 
 
-def choose_port(requested: int) -> tuple[int, str | None]:
-    """``requested`` if free (0: any free port); else a free one, and a note saying so."""
+def bind_port(requested: int) -> tuple[socket.socket, str | None]:
+    """A socket bound to ``requested`` if free (0: any free port), else to a free one with
+    a note saying so. The controller serves on this very socket, so no other process can
+    take the port between the choice and the server's start. SO_REUSEADDR, as servers
+    set it: a run just ended leaves its connections in TIME_WAIT, which must not make
+    its port look taken to the next run."""
+    if requested != 0:
+        with contextlib.suppress(OSError):
+            return _bound(requested), None
+    sock = _bound(0)
     if requested == 0:
-        return free_port(), None
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", requested))
-        except OSError:
-            port = free_port()
-            return port, f"port {requested} is taken; the controller uses {port} instead"
-    return requested, None
+        return sock, None
+    port = sock.getsockname()[1]
+    return sock, f"port {requested} is taken; the controller uses {port} instead"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _bound(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 class ControllerServer:
-    """The controller app under uvicorn in a background thread."""
+    """The controller app under uvicorn in a background thread, on a bound socket."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, sock: socket.socket) -> None:
         config = uvicorn.Config(
             create_app(settings),
             host=settings.host,
@@ -169,7 +197,9 @@ class ControllerServer:
         )
         self.url = f"http://{settings.host}:{settings.port}"
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="controller", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, name="controller", daemon=True
+        )
 
     def start(self, timeout: float = 30.0) -> None:
         self._thread.start()
@@ -255,7 +285,7 @@ class Watch:
     def poll(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         rollout = self.api.get(f"/api/v1/rollouts/{ROLLOUT}").raise_for_status().json()
         gates = self.api.get(f"/api/v1/rollouts/{ROLLOUT}/gates", params={"limit": 1})
-        self._take_events()
+        self.take_events()
         self._maybe_inject(rollout)
         self._maybe_approve(rollout)
         latest: list[dict[str, Any]] = gates.raise_for_status().json()["latest"]
@@ -267,7 +297,7 @@ class Watch:
     def ordered_events(self) -> list[dict[str, Any]]:
         return [self.events[i] for i in sorted(self.events)]
 
-    def _take_events(self) -> None:
+    def take_events(self) -> None:
         answer = self.api.get("/api/v1/audit", params={"rollout": ROLLOUT, "limit": 200})
         for event in sorted(answer.raise_for_status().json()["events"], key=lambda e: e["id"]):
             if event["id"] in self.events:
@@ -316,8 +346,7 @@ def handle_keys(keys: str, watch: Watch) -> bool:
     return False
 
 
-def watch_until_done(watch: Watch, keys: KeyReader, timeout: float) -> tuple[str, dict[str, Any]]:
-    deadline = time.monotonic() + timeout
+def watch_until_done(watch: Watch, keys: KeyReader, deadline: float) -> tuple[str, dict[str, Any]]:
     while True:
         rollout, _ = watch.poll()
         if ended(rollout):
@@ -334,7 +363,49 @@ def linger(watch: Watch) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return watch.poll()
 
 
+def stay_up(watch: Watch, keys: KeyReader, deadline: float) -> str:
+    """Keep everything up until q, the deadline or a signal; returns which it was. New
+    audit events (a person acting in the UI or the CLI) are still shown."""
+    try:
+        while time.monotonic() < deadline:
+            if "q" in keys.poll().lower():
+                return "q"
+            watch.take_events()
+            time.sleep(POLL_S)
+    except KeyboardInterrupt:
+        return "SIGINT"
+    except StopSignal as stop:
+        return str(stop)
+    return "timeout"
+
+
+@contextlib.contextmanager
+def stop_signals_unwind() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise ``StopSignal`` in the main thread, so the ``ExitStack``
+    stops Prometheus and the rest instead of leaving them behind; restored after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set there; a caller's thread keeps its own
+        return
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        raise StopSignal(signum)
+
+    saved = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, previous in saved.items():
+            signal.signal(signum, previous)
+
+
 # -- setting up ----------------------------------------------------------------------
+
+
+def start_metrics(service: DemoService, port: int) -> str:
+    try:
+        return service.start_metrics(port)
+    except OSError as exc:
+        raise DemoError(f"--metrics-port {port}: {exc.strerror or exc}", 2) from None
 
 
 def start_prometheus(stack: contextlib.ExitStack, options: DemoOptions, target: str) -> str:
@@ -356,7 +427,9 @@ def start_prometheus(stack: contextlib.ExitStack, options: DemoOptions, target: 
 def start_controller(
     stack: contextlib.ExitStack, options: DemoOptions, workdir: str, prometheus_url: str
 ) -> tuple[str, str, str | None]:
-    port, port_note = choose_port(options.port)
+    sock, port_note = bind_port(options.port)
+    stack.callback(sock.close)  # after the server has stopped (callbacks run last first)
+    port = sock.getsockname()[1]
     admin_token = secrets.token_urlsafe(24)
     settings = Settings(
         database_url=f"sqlite:///{workdir}/demo.db",
@@ -367,7 +440,7 @@ def start_controller(
         scheduler=True,
         scheduler_tick=0.5,
     )
-    controller = ControllerServer(settings)
+    controller = ControllerServer(settings, sock)
     stack.callback(controller.stop)
     controller.start()
     return controller.url, admin_token, port_note
@@ -402,10 +475,12 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> DemoResult:
     plan_text = default_plan_text()
     inject_step = injection_step(options.inject_at, parse_plan(plan_text))
     display = make_display(out, quiet=options.quiet)
+    deadline = time.monotonic() + options.timeout
     with contextlib.ExitStack() as stack:
+        stack.enter_context(stop_signals_unwind())
         workdir = make_workdir(stack)
         service = DemoService()
-        target = service.start_metrics(options.metrics_port)
+        target = start_metrics(service, options.metrics_port)
         stack.callback(service.stop)
         prometheus_url = start_prometheus(stack, options, target)
         url, admin_token, port_note = start_controller(stack, options, workdir, prometheus_url)
@@ -422,11 +497,19 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> DemoResult:
         start_rollout(api)
         watch = Watch(api, service, display, inject_step)
         with display:
-            how, rollout = watch_until_done(watch, keys, options.timeout)
-            rollout, events = linger(watch)
+            how, rollout = watch_until_done(watch, keys, deadline)
+            if how == "quit":
+                events = watch.ordered_events()
+            else:
+                rollout, events = linger(watch)
         result = _result(how, rollout, events, service.traffic())
-    if not options.quiet:
-        print_summary(result, out)
+        if not options.quiet:
+            print_summary(result, out)
+        stay = keys.active if options.stay is None else options.stay
+        if stay and ended(rollout):
+            display.intro(_still_up_lines(url, admin_token, keys, deadline))
+            result.stopped_by = stay_up(watch, keys, deadline)
+            display.intro([f"stopping ({result.stopped_by})"])
     return result
 
 
@@ -463,7 +546,7 @@ def _intro_lines(
     keys: KeyReader,
 ) -> list[str]:
     lines = [
-        f"controller   {url}   (API under /api/v1; the web UI will live at /)",
+        f"controller   {url}   (web UI at /, API under /api/v1)",
         f"admin token  {admin_token}",
         f"             try: ROLLOUT_SERVER={url} ROLLOUT_TOKEN=<token> rollout status {ROLLOUT}",
         f"demo service http://{target}/metrics   (flag {FLAG}, asked per request)",
@@ -481,8 +564,22 @@ def _intro_lines(
     return lines
 
 
+def _still_up_lines(url: str, admin_token: str, keys: KeyReader, deadline: float) -> list[str]:
+    left = max(0.0, deadline - time.monotonic())
+    how = "press q to quit (or Ctrl-C)" if keys.active else "stop it with Ctrl-C or SIGTERM"
+    return [
+        "",
+        "== still up: the controller, its web UI, the demo service and Prometheus ==",
+        f"web UI       {url}/   (sign in with the admin token)",
+        f"admin token  {admin_token}",
+        f"             try: ROLLOUT_SERVER={url} ROLLOUT_TOKEN=<token> rollout status {ROLLOUT}",
+        f"{how}; everything stops by itself in {left:.0f}s (--timeout)",
+    ]
+
+
 def main(options: DemoOptions) -> int:
-    """The ``rollout demo`` command: exit 0 when the run ended as expected."""
+    """The ``rollout demo`` command: exit 0 when the run ended as expected, or when a
+    person pressed q before it ended (a normal way to stop it)."""
     try:
         result = run_demo(options)
     except DemoError as exc:
@@ -491,7 +588,10 @@ def main(options: DemoOptions) -> int:
     except httpx.HTTPError as exc:
         print(f"rollout demo: the controller failed: {exc}", file=sys.stderr)
         return 1
-    return 0 if result.expected else 1
+    except StopSignal as stop:
+        print(f"rollout demo: stopped by {stop}", file=sys.stderr)
+        return 128 + stop.signum
+    return 0 if result.expected or result.ended == "quit" else 1
 
 
-__all__ = ["DemoError", "DemoOptions", "DemoResult", "main", "run_demo"]
+__all__ = ["DemoError", "DemoOptions", "DemoResult", "StopSignal", "main", "run_demo"]

@@ -62,6 +62,7 @@ def compare_view(r: GateReading) -> dict[str, Any] | None:
         "srm_p": _finite(stats.srm_p),
         "segments": stats.segments,
         "min_samples": _finite(stats.min_samples),
+        "allowance": _finite(stats.allowance),
     }
 
 

@@ -197,6 +197,17 @@ class PrometheusGates:
             return False
         return answer.status == 200
 
+    def query_problem(self, timeout: float) -> str | None:
+        """Why an instant query cannot be answered now, or None when it can: a query,
+        not ``/-/ready``, since a query is what gates send."""
+        try:
+            self._query("vector(1)", timeout)
+        except DeadlineExceeded:
+            return f"no answer within {timeout:g}s"
+        except Exception as exc:
+            return self._describe(exc, None)
+        return None
+
     def read(
         self,
         gate: Gate,

@@ -27,8 +27,8 @@ from controller.api import (
 )
 from controller.auth import TokenRegistry
 from controller.gates.prometheus import PrometheusAuth, PrometheusGates
+from controller.http import docs_pages, metrics
 from controller.http import errors as http_errors
-from controller.http import metrics
 from controller.http import openapi as api_docs
 from controller.http.body_limit import BodySizeLimit
 from controller.http.fastpath import EvaluationFastPath, FastPathApp
@@ -156,6 +156,9 @@ def create_app(
         version="0.1.0",
         description="Progressive rollouts with feature flags and Prometheus gates.",
         lifespan=lifespan,
+        # Served by docs_pages with local copies of their scripts, not from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.runtime = runtime
     http_errors.install(app)
@@ -190,4 +193,5 @@ def create_app(
         app.include_router(module.router)
     impressions.install(app)  # SDK reports: counts into evaluation_counts, impression rings
     ui.install(app)
+    docs_pages.install(app)  # /docs and /redoc, offline
     return app

@@ -32,7 +32,6 @@ from controller.gates import history as gate_history
 from controller.gates.prometheus import GateSource
 from controller.rollouts import Rollouts
 from controller.storage.leases import Leases
-from controller.storage.mapping import state_from_row
 from controller.storage.store import Store
 from controller.storage.tables import RolloutRow
 from stages.actions import Action
@@ -452,7 +451,7 @@ class Scheduler:
             row = session.get(RolloutRow, name)
             if row is None:
                 raise NotFound(name)
-            return state_from_row(row), row.row_version
+            return self._rollouts.state_of(row), row.row_version
 
     def _succeeded(self, name: str) -> None:
         with self._lock:

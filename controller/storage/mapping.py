@@ -11,9 +11,11 @@ from typing import Any
 from controller.storage.tables import RolloutRow
 from stages.bake import bake_view
 from stages.compare import Evidence
+from stages.decide import dwelt
 from stages.plan import Plan
 from stages.planfile import parse_stored_plan, plan_to_dict
 from stages.state import GateMark, Outcome, RolloutState, Status, serving
+from stages.windows import Window, closed_sentence, status
 
 
 def _marks_to_json(marks: tuple[GateMark, ...]) -> list[list[str]]:
@@ -64,9 +66,14 @@ def bookkeeping_to_json(state: RolloutState) -> dict[str, Any]:
     }
 
 
-def state_from_row(row: RolloutRow, plan: Plan | None = None) -> RolloutState:
+def state_from_row(
+    row: RolloutRow, plan: Plan | None = None, *, default_windows: tuple[Window, ...] = ()
+) -> RolloutState:
+    """The core state of a row; ``default_windows`` are the global change windows
+    (ROLLOUT_CHANGE_WINDOWS), which apply when the plan declares none."""
     book = row.bookkeeping or {}
     return RolloutState(
+        default_windows=default_windows,
         plan=plan if plan is not None else parse_stored_plan(row.plan),
         status=Status(row.status),
         step=row.step,
@@ -109,7 +116,7 @@ def rollout_view(row: RolloutRow, state: RolloutState, now: datetime) -> dict[st
     if state.step_started_at is not None and state.status is Status.RUNNING:
         # hold - elapsed, never started + hold: a plan stored before the limits may
         # hold a duration no datetime reaches.
-        left = (step.hold - (now - state.step_started_at)).total_seconds()
+        left = (step.hold - dwelt(state, now)).total_seconds()
         may_advance_in = max(0.0, left)
     bake = bake_view(state, now)
     if bake is not None and state.status is Status.RUNNING:
@@ -139,6 +146,7 @@ def rollout_view(row: RolloutRow, state: RolloutState, now: datetime) -> dict[st
         },
         "bake": _bake_json(state, now),
         "plan": plan_to_dict(plan),
+        "window": window_view(state, now),
         "created_at": _iso(row.created_at),
         "updated_at": _iso(row.updated_at),
     }
@@ -164,3 +172,19 @@ def _datetime(value: object) -> datetime | None:
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
+
+
+def window_view(state: RolloutState, now: datetime) -> dict[str, Any] | None:
+    """Whether a change window is open now, and when the next opens and closes; ``None``
+    when no windows apply (automatic advances may happen at any time)."""
+    windows = state.windows
+    if not windows:
+        return None
+    now_open = status(windows, now)
+    return {
+        "open": now_open.open,
+        "next_open": _iso(now_open.next_open),
+        "next_close": _iso(now_open.next_close),
+        "source": "plan" if state.plan.windows else "setting",
+        "message": closed_sentence(windows, now),
+    }

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from stages.bake import bake_left
-from stages.decide import decide, format_duration, is_ok_evaluation, step_start
+from stages.decide import decide, dwelt, format_duration, is_ok_evaluation
 from stages.decisions import (
     Advance,
     AwaitApproval,
@@ -27,6 +27,7 @@ from stages.decisions import (
     StepBack,
 )
 from stages.state import GateReading, Outcome, RolloutState, Status
+from stages.windows import closed_sentence
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +122,8 @@ def _holding(
         return Forecast("person", f"awaiting approval of {_label(state, 1)}", decision.reason)
     if state.status is Status.ROLLING_BACK:
         return Forecast("danger", "rolling back: observing the narrower step", decision.reason)
-    if decision.reason.startswith("holding:"):
+    if decision.reason.startswith(("holding:", "ready to advance, but")):
+        # A gate, a block from outside the plan, or a closed change window.
         return Forecast("hold", decision.reason)
     gates = state.gates_now()
     if gates and not readings:
@@ -132,7 +134,7 @@ def _holding(
 
 def _waiting_to_advance(state: RolloutState, readings: Sequence[GateReading], now: datetime) -> str:
     plan = state.plan
-    left = plan.steps[state.step].hold - (now - step_start(state, now))
+    left = plan.steps[state.step].hold - dwelt(state, now)
     if state.baking:
         left = bake_left(state, now)
         what = "will complete, releasing the holdout" if plan.holdout else "will complete"
@@ -152,7 +154,8 @@ def _waiting_to_advance(state: RolloutState, readings: Sequence[GateReading], no
             checks = "check" if missing == 1 else "checks"
             joiner = " and" if when else ""
             when += f"{joiner} after {missing} more ok {checks}"
-    return what + when
+    closed = closed_sentence(state.windows, now)
+    return what + when + (f"; {closed}" if closed else "")
 
 
 def _at_next_check(next_check_in: timedelta | None) -> str:

@@ -87,7 +87,7 @@ def _is_ui(path: str) -> bool:
 
 class SecurityHeaders:
     """nosniff and no framing on every answer through FastAPI; the CSP on the UI's
-    (the API docs page loads its script from a CDN, which the CSP would block)."""
+    (the API docs pages run inline scripts, which the CSP would block)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app

@@ -2,7 +2,7 @@
 how often and how fast they catch a regression, over seeded simulated traffic.
 
     python -m tests.benchmarks.decision_quality [--runs 200] [--cells TEXT] [--write-docs]
-        [--compare-plan docs/examples/memory-layer.yaml] [--workers 2]
+        [--compare-plan docs/examples/memory-layer.yaml] [--workers 2] [--cache DIR]
 
 Every cell (scenario x level) runs ``--runs`` seeded walks of each plan through the real
 ``stages.transitions.tick`` (see ``tests.benchmarks.traffic_sim`` for the model). Run k of
@@ -11,11 +11,20 @@ same requests. Plans: "threshold", today's gates (tests/benchmarks/plans/thresho
 the example plan as it was before compare gates), and "compare", the plan given (the
 example plan); the compare plan runs only once the simulator can read every gate kind it
 uses.
+
+With ``--cache DIR`` each finished cell is saved there as JSON, keyed by the plan's text,
+the runs per cell and the source of the code that decides (stages/, the simulator), and a
+later run reuses it: a long run that is cut off keeps its whole cells, and the docs can be
+written once every cell is in. A change to any of those makes a new key, never a stale
+figure.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
+import json
 import multiprocessing
 import os
 import platform
@@ -24,7 +33,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -149,9 +158,16 @@ def tasks_for(plans: dict[str, str], runs: int, cells: str | None) -> list[Task]
 Results = dict[tuple[str, str], list[sim.RunResult]]
 
 
-def run_all(tasks: list[Task], workers: int) -> tuple[Results, float]:
-    """Every run's result by (plan, cell), in run order; and the CPU seconds of all runs."""
+def run_all(
+    tasks: list[Task],
+    workers: int,
+    on_cell: Callable[[Task, list[sim.RunResult], float], None] | None = None,
+) -> tuple[Results, float]:
+    """Every run's result by (plan, cell), in run order; and the CPU seconds of all runs.
+    ``on_cell`` is called with each cell's runs (and their CPU seconds) once all are in."""
     results: dict[tuple[str, str], list[tuple[int, sim.RunResult]]] = {}
+    per_cell = Counter((t.plan, t.scenario, t.level) for t in tasks)
+    cell_cpu: dict[tuple[str, int, float], float] = {}
     cpu = 0.0
     began = time.monotonic()
     with multiprocessing.Pool(workers) as pool:
@@ -159,12 +175,58 @@ def run_all(tasks: list[Task], workers: int) -> tuple[Results, float]:
             key = (task.plan, cell_name(sim.SCENARIOS[task.scenario], task.level))
             results.setdefault(key, []).append((task.run, result))
             cpu += seconds
+            cell = (task.plan, task.scenario, task.level)
+            cell_cpu[cell] = cell_cpu.get(cell, 0.0) + seconds
+            if on_cell is not None and len(results[key]) == per_cell[cell]:
+                on_cell(task, [r for _, r in sorted(results[key], key=lambda x: x[0])],
+                        cell_cpu[cell])  # fmt: skip
             if done % 100 == 0 or done == len(tasks):
                 elapsed = time.monotonic() - began
                 eta = elapsed / done * (len(tasks) - done)
                 print(f"  {done}/{len(tasks)} runs, {elapsed:.0f} s, about {eta:.0f} s left",
                       flush=True)  # fmt: skip
     return {k: [r for _, r in sorted(v, key=lambda x: x[0])] for k, v in results.items()}, cpu
+
+
+# --- the cell cache ------------------------------------------------------------------------
+
+_DECIDING_CODE = ("stages", "tests/benchmarks/traffic_sim.py", "tests/benchmarks/promql_sim.py")
+
+
+@cache
+def _code_digest() -> str:
+    digest = hashlib.sha256()
+    for name in _DECIDING_CODE:
+        path = ROOT / name
+        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            digest.update(file.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def _cache_file(
+    directory: Path, plan: str, text: str, scenario: int, level: float, runs: int
+) -> Path:
+    key = hashlib.sha256(f"{text}|{runs}|{_code_digest()}".encode()).hexdigest()[:12]
+    return directory / f"{plan}-s{scenario}-{level:g}-{runs}-{key}.json"
+
+
+def load_cached(directory: Path, task: Task, runs: int) -> tuple[list[sim.RunResult], float] | None:
+    path = _cache_file(directory, task.plan, task.plan_text, task.scenario, task.level, runs)
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    results = [sim.RunResult(**{**r, "decisions": tuple(r["decisions"])}) for r in data["runs"]]
+    return results, float(data["cpu"])
+
+
+def save_cell(directory: Path, task: Task, results: list[sim.RunResult], cpu: float) -> None:
+    path = _cache_file(directory, task.plan, task.plan_text, task.scenario, task.level,
+                       len(results))  # fmt: skip
+    directory.mkdir(parents=True, exist_ok=True)
+    body = {"cpu": cpu, "runs": [dataclasses.asdict(r) for r in results]}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(body))
+    tmp.replace(path)  # whole cells only, even if cut off while writing
 
 
 # --- the docs section ----------------------------------------------------------------------
@@ -317,6 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--plans", default="threshold,compare", help="which to run (default both)")
     parser.add_argument("--write-docs", action="store_true")
+    parser.add_argument("--cache", type=Path, help="keep finished cells here and reuse them")
     args = parser.parse_args(argv)
     plans = {"threshold": args.threshold_plan}
     skipped = ""
@@ -335,9 +398,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     plans = {n: p for n, p in plans.items() if n in args.plans.split(",")}
     texts = {name: path.read_text() for name, path in plans.items()}
     tasks = tasks_for(texts, args.runs, args.cells)
-    print(f"{len(tasks)} runs: {', '.join(plans)} plan(s), {args.workers} workers", flush=True)
+    cached: Results = {}
+    cached_cpu = 0.0
+    if args.cache is not None:
+        for task in [t for t in tasks if t.run == 0]:
+            found = load_cached(args.cache, task, args.runs)
+            if found is not None:
+                cached[(task.plan, cell_name(sim.SCENARIOS[task.scenario], task.level))] = found[0]
+                cached_cpu += found[1]
+        tasks = [
+            t for t in tasks
+            if (t.plan, cell_name(sim.SCENARIOS[t.scenario], t.level)) not in cached
+        ]  # fmt: skip
+    print(f"{len(tasks)} runs: {', '.join(plans)} plan(s), {args.workers} workers"
+          f"{f', {len(cached)} cells from the cache' if cached else ''}", flush=True)  # fmt: skip
     began = time.monotonic()
-    results, cpu = run_all(tasks, args.workers)
+    cache_dir = args.cache
+
+    def keep(task: Task, cell: list[sim.RunResult], cpu: float) -> None:
+        if cache_dir is not None:
+            save_cell(cache_dir, task, cell, cpu)
+        print(f"  cell done: {task.plan} {cell_name(sim.SCENARIOS[task.scenario], task.level)}",
+              flush=True)  # fmt: skip
+
+    results, cpu = run_all(tasks, args.workers, keep) if tasks else ({}, 0.0)
+    results = {**cached, **results}
+    cpu += cached_cpu
     seconds = time.monotonic() - began
     summaries = {key: summarise(rs) for key, rs in results.items()}
     print(f"took {seconds:.0f} s wall, {cpu:.0f} CPU-seconds in the workers")

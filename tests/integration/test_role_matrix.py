@@ -75,6 +75,7 @@ OTHER_MATRIX: dict[tuple[str, str], str] = {
     ("GET", "/docs"): PUBLIC,
     ("GET", "/docs/oauth2-redirect"): PUBLIC,
     ("GET", "/redoc"): PUBLIC,
+    ("GET", "/docs/static"): PUBLIC,
     ("GET", "/ui/static"): PUBLIC,
     ("GET", "/ui/signin"): PUBLIC,
     ("POST", "/ui/signin"): "viewer",
@@ -244,6 +245,7 @@ OTHER_PROBES: dict[tuple[str, str], Callable[[World], Call]] = {
     ("GET", "/docs"): lambda w: Call("GET", "/docs"),
     ("GET", "/docs/oauth2-redirect"): lambda w: Call("GET", "/docs/oauth2-redirect"),
     ("GET", "/redoc"): lambda w: Call("GET", "/redoc"),
+    ("GET", "/docs/static"): lambda w: Call("GET", "/docs/static/swagger-ui-bundle.js"),
     ("GET", "/ui/static"): lambda w: Call("GET", "/ui/static/ui.css"),
     ("GET", "/ui/signin"): lambda w: Call("GET", "/ui/signin"),
     # The form's own nonce is a double-submit cookie; the token is the form field.

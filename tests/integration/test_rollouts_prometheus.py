@@ -17,6 +17,7 @@ import pytest
 from controller.demo.prometheus_process import PrometheusProcess
 from tests.metrics_target import MetricsTarget
 from tests.serving import Server, running_server
+from tests.waiting import wait_until
 
 ERROR_RATIO = (
     'sum(rate(memory_operation_total{status="error",variant="new"}[5s]))'
@@ -95,6 +96,21 @@ class Stack:
             f"{last.get('reason')}\n{self.server.log.read_text()[-2000:]}"
         )
 
+    def scalar(self, query: str) -> float | None:
+        """One instant query's single value, or None when its result is empty."""
+        r = httpx.get(f"{self.prometheus.url}/api/v1/query", params={"query": query}, timeout=5)
+        result = r.json()["data"]["result"]
+        return float(result[0]["value"][1]) if result else None
+
+    def windows_full(self) -> None:
+        """Wait until the gates' 5 s windows hold five scrapes of the traffic set now."""
+        scrapes = 'min(count_over_time(memory_operation_total{variant="new"}[5s]))'
+        wait_until(lambda: (self.scalar(scrapes) or 0) >= 5, 30, "five scrapes in the window")
+
+    def checks_of(self, name: str, gate: str) -> int:
+        history = self.client.get(f"/api/v1/rollouts/{name}/gates").json()["history"]
+        return sum(1 for g in history if g["gate"] == gate)
+
     def automatic(self, name: str) -> list[dict[str, Any]]:
         events = self.client.get("/api/v1/audit", params={"rollout": name, "limit": 1000}).json()[
             "events"
@@ -124,7 +140,7 @@ def served_percents(events: list[dict[str, Any]]) -> list[float]:
 
 
 def test_healthy_rollout_advances_through_every_step_to_completed(stack: Stack) -> None:
-    time.sleep(6)  # let the 5 s rate windows fill with healthy traffic
+    stack.windows_full()  # the 5 s rate windows hold healthy traffic
     stack.apply_and_start(plan("healthy"), "healthy")
     final = stack.wait("healthy", lambda r: r["status"] == "completed", timeout=90)
     assert final["serving"] == {
@@ -147,7 +163,7 @@ def test_healthy_rollout_advances_through_every_step_to_completed(stack: Stack) 
 
 
 def test_error_spike_above_rollback_above_rolls_back_gradually(stack: Stack) -> None:
-    time.sleep(6)
+    stack.windows_full()
     stack.apply_and_start(plan("spike", last_hold="1h"), "spike")
     stack.wait("spike", lambda r: r["step"] == 2, timeout=60)
     stack.target.set_traffic(variant="new", requests_per_second=200, error_ratio=0.2)
@@ -169,7 +185,7 @@ def test_error_spike_above_rollback_above_rolls_back_gradually(stack: Stack) -> 
 
 
 def test_error_spike_above_abort_above_rolls_back_at_once(stack: Stack) -> None:
-    time.sleep(6)
+    stack.windows_full()
     stack.apply_and_start(plan("abort", last_hold="1h"), "abort")
     stack.wait("abort", lambda r: r["step"] == 2, timeout=60)
     stack.target.set_traffic(variant="new", requests_per_second=200, error_ratio=0.9)
@@ -183,7 +199,7 @@ def test_error_spike_above_abort_above_rolls_back_at_once(stack: Stack) -> None:
 
 
 def test_prometheus_stopped_gives_holds_then_pause_and_never_advances(stack: Stack) -> None:
-    time.sleep(6)
+    stack.windows_full()
     stack.apply_and_start(plan("outage", hold="2s"), "outage")
     before = stack.wait("outage", lambda r: r["step"] == 1, timeout=60)
     stack.prometheus.stop()
@@ -207,9 +223,10 @@ def test_empty_result_and_too_few_samples_hold_with_no_data(stack: Stack) -> Non
         "max_gate_errors: 3", "max_gate_errors: 50"
     )
     stack.target.set_traffic(variant="new", requests_per_second=1)  # ~5 samples per window
-    time.sleep(6)
+    wait_until(lambda: (stack.scalar(SAMPLES) or 0) < 10, 30, "the window holds the quiet rate")
     stack.apply_and_start(text, "quiet")
-    time.sleep(8)  # dwell is 1 s: with evidence it would have advanced several times
+    # Dwell is 1 s: with evidence it would have advanced within a few checks.
+    wait_until(lambda: stack.checks_of("quiet", "error-rate") >= 6, 60, "six checks")
     view = stack.rollout("quiet")
     assert (view["status"], view["step"]) == ("running", 0)
     assert "no data" in view["reason"]
@@ -224,7 +241,7 @@ def test_empty_result_and_too_few_samples_hold_with_no_data(stack: Stack) -> Non
 
 
 def test_test_query_reads_gates_now_and_changes_nothing(stack: Stack) -> None:
-    time.sleep(6)
+    stack.windows_full()
     stack.apply_and_start(plan("probe", hold="1h"), "probe")
     version = stack.rollout("probe")["version"]
     tried = stack.client.post("/api/v1/rollouts/probe/gates/test", json={}).json()
