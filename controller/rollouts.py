@@ -13,15 +13,18 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
+from dataclasses import field as dc_field
 from datetime import datetime
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy.orm import Session
 from sqlmodel import col, select
 
+from controller import plan_history
 from controller.errors import Conflict, Invalid, NotFound, Refused, VersionConflict
 from controller.gates import history as gate_history
+from controller.plan_checks import QuerySyntax, check_gate_queries, refusal
 from controller.storage.mapping import rollout_view, state_columns, state_from_row
 from controller.storage.store import Store
 from controller.storage.tables import FlagRow, RolloutRow
@@ -41,6 +44,8 @@ from stages.decisions import (
     StepBack,
 )
 from stages.plan import Plan
+from stages.plan_diff import Change, created_summary, diff_plans
+from stages.plan_diff import summary as diff_summary
 from stages.planfile import PlanError, parse_plan, parse_plan_data, plan_to_dict
 from stages.state import ACTIVE_STATUSES, GateReading, RolloutState, Serving, Status, serving
 from stages.transitions import (
@@ -56,8 +61,53 @@ from stages.windows import Window
 @dataclass(frozen=True)
 class ApplyResult:
     outcome: str  # "created", "updated", "unchanged"
-    rollout: dict[str, Any]
-    changes: list[str]
+    rollout: dict[str, Any] | None  # None: a dry run of a rollout not created yet
+    changes: list[str]  # each change in words, as ``rollout diff`` prints it
+    diff: list[dict[str, Any]] = dc_field(default_factory=list)  # stages.plan_diff.Change
+    revision: int | None = None  # the plan revision written (None: unchanged, dry run)
+    warnings: list[str] = dc_field(default_factory=list)  # e.g. gate syntax unchecked
+
+
+FlagChange = Literal["create", "adopt", "keep"]
+
+
+@dataclass(frozen=True)
+class PlannedApply:
+    """What applying a plan would do, once every check has passed; nothing written yet."""
+
+    outcome: str  # "created", "updated", "unchanged"
+    plan: Plan
+    plan_data: dict[str, Any]
+    row: RolloutRow | None  # the stored rollout (None: it is created)
+    old: RolloutState | None
+    state: RolloutState
+    flag: FlagChange
+    diff: tuple[Change, ...] = ()
+
+    def texts(self) -> list[str]:
+        if self.outcome == "created":
+            return ["created"]
+        return [c.text for c in self.diff]
+
+    def summary(self) -> str:
+        return created_summary(self.plan) if self.row is None else diff_summary(self.diff)
+
+    def result(
+        self,
+        session: Session,
+        warnings: list[str],
+        now: datetime,
+        row: RolloutRow | None = None,
+    ) -> ApplyResult:
+        row = row or self.row
+        view = view_of(session, row, self.state, now) if row is not None else None
+        return ApplyResult(
+            self.outcome,
+            view,
+            self.texts(),
+            [c.as_dict() for c in self.diff],
+            warnings=list(warnings),
+        )
 
 
 def plan_problems(error: PlanError) -> list[dict[str, object]]:
@@ -98,6 +148,10 @@ class Rollouts:
         self.notify: Notifier | None = None
         # The global change windows (ROLLOUT_CHANGE_WINDOWS), for plans without their own.
         self.default_windows: tuple[Window, ...] = ()
+        # Parses gate queries before a plan is applied (the configured Prometheus);
+        # None: syntax unchecked, and every apply says so.
+        self.query_syntax: QuerySyntax | None = None
+        self.query_check_seconds = 5.0
 
     def state_of(self, row: RolloutRow) -> RolloutState:
         """The row's core state, with the global change windows."""
@@ -133,99 +187,159 @@ class Rollouts:
 
     # -- plan apply ----------------------------------------------------------
 
-    def apply(self, plan: Plan, source: str, actor: str, now: datetime) -> ApplyResult:
-        plan_data = plan_to_dict(plan)
-        with self._unit_of_work() as uow:
-            row = uow.session.get(RolloutRow, plan.rollout)
-            if row is None:
-                return self._create(uow, plan, plan_data, source, actor, now)
-            return self._update(uow, row, plan, plan_data, source, actor, now)
-
-    def _create(
+    def apply(
         self,
-        uow: UnitOfWork,
         plan: Plan,
-        plan_data: dict[str, Any],
         source: str,
         actor: str,
         now: datetime,
+        *,
+        reason: str = "",
+        dry_run: bool = False,
     ) -> ApplyResult:
-        session = uow.session
-        holder = session.execute(
-            select(RolloutRow).where(col(RolloutRow.flag_key) == plan.flag)
-        ).scalar_one_or_none()
-        if holder is not None:
-            raise Conflict(
-                f"flag {plan.flag!r} is already driven by rollout {holder.name!r}; "
-                "one flag has at most one rollout (delete the old one first)"
+        """Create or update the rollout of ``plan``, and keep the plan as its next
+        revision. ``dry_run`` runs every check of a real apply, in the same code, and
+        writes nothing."""
+        # Before any transaction: Prometheus may take its time, and a write lock must not.
+        queries = check_gate_queries(plan, source, self.query_syntax, self.query_check_seconds)
+        if queries.problems:
+            raise Invalid(
+                refusal(queries),
+                [{k: p[k] for k in ("field", "line", "message")} for p in queries.problems],
             )
-        _ensure_flag(uow, plan, actor, now)
-        state = RolloutState(plan=plan, default_windows=self.default_windows)
-        row = RolloutRow(
-            name=plan.rollout,
-            flag_key=plan.flag,
-            plan_source=source,
-            plan=plan_data,
-            version=1,
-            created_at=now,
-            updated_at=now,
-            **state_columns(state),
+        plan_data = plan_to_dict(plan)
+        if dry_run:
+            with self._store.read() as session:
+                change = self._planned_apply(session, plan, plan_data)
+                return change.result(session, queries.warnings, now)
+        with self._unit_of_work() as uow:
+            change = self._planned_apply(uow.session, plan, plan_data)
+            if change.outcome == "unchanged":
+                return change.result(uow.session, queries.warnings, now)
+            return self._write_apply(uow, change, source, actor, reason, now, queries.warnings)
+
+    def diff(self, plan: Plan) -> dict[str, Any]:
+        """What applying ``plan`` would change against the stored plan; checks nothing
+        else (``apply(dry_run=True)`` does)."""
+        with self._store.read() as session:
+            row = session.get(RolloutRow, plan.rollout)
+            if row is None:
+                changes = [f"rollout {plan.rollout} would be {created_summary(plan)}"]
+                return {
+                    "rollout": plan.rollout,
+                    "exists": False,
+                    "revision": None,
+                    "changes": changes,
+                    "diff": [],
+                }
+            diff = diff_plans(self._stored_state(row).plan, plan)
+            return {
+                "rollout": plan.rollout,
+                "exists": True,
+                "revision": plan_history.latest(session, plan.rollout),
+                "changes": [c.text for c in diff],
+                "diff": [c.as_dict() for c in diff],
+            }
+
+    def _planned_apply(
+        self, session: Session, plan: Plan, plan_data: dict[str, Any]
+    ) -> PlannedApply:
+        """Every check of an apply, reading only: what it would do, or the refusal."""
+        row = session.get(RolloutRow, plan.rollout)
+        if row is None:
+            holder = session.execute(
+                select(RolloutRow).where(col(RolloutRow.flag_key) == plan.flag)
+            ).scalar_one_or_none()
+            if holder is not None:
+                raise Conflict(
+                    f"flag {plan.flag!r} is already driven by rollout {holder.name!r}; "
+                    "one flag has at most one rollout (delete the old one first)"
+                )
+            flag = _flag_change(session, plan)
+            return PlannedApply("created", plan, plan_data, None, None, self._new_state(plan), flag)
+        if row.flag_key != plan.flag:
+            raise Conflict(
+                f"rollout {row.name!r} drives flag {row.flag_key!r}; a plan cannot move it "
+                f"to {plan.flag!r} (delete the rollout and apply again)"
+            )
+        old = self._stored_state(row)
+        if row.plan == plan_data:
+            return PlannedApply("unchanged", plan, plan_data, row, old, old, "keep")
+        state = _replanned(old, plan)
+        _check_serving_kept(old, state)
+        flag = _flag_change(session, plan)
+        return PlannedApply(
+            "updated", plan, plan_data, row, old, state, flag, diff_plans(old.plan, plan)
         )
-        session.add(row)
+
+    def _stored_state(self, row: RolloutRow) -> RolloutState:
+        """A stored rollout's core state, as an apply compares the new plan with it."""
+        return self.state_of(row)
+
+    def _new_state(self, plan: Plan) -> RolloutState:
+        """The state a rollout created by an apply starts in."""
+        return RolloutState(plan=plan, default_windows=self.default_windows)
+
+    def _write_apply(
+        self,
+        uow: UnitOfWork,
+        change: PlannedApply,
+        source: str,
+        actor: str,
+        reason: str,
+        now: datetime,
+        warnings: list[str],
+    ) -> ApplyResult:
+        session, plan, state = uow.session, change.plan, change.state
+        _write_flag(uow, plan, change.flag, actor, now)
+        summary = change.summary()
+        revision = plan_history.record(
+            uow,
+            rollout=plan.rollout,
+            source=source,
+            plan_data=change.plan_data,
+            actor=actor,
+            reason=reason,
+            summary=summary,
+            now=now,
+        )
+        said = f"plan {change.outcome}" + (f": {reason}" if reason else "")
+        if change.row is None:
+            row = RolloutRow(
+                name=plan.rollout,
+                flag_key=plan.flag,
+                plan_source=source,
+                plan=change.plan_data,
+                version=1,
+                created_at=now,
+                updated_at=now,
+                **state_columns(state),
+            )
+            session.add(row)
+            details: dict[str, Any] = {
+                "steps": len(plan.steps),
+                "gates": [g.name for g in plan.gates],
+            }
+            version = 1
+        else:
+            extra = {"plan": change.plan_data, "plan_source": source}
+            version = _cas(uow, change.row, state, now, bump=True, extra=extra)
+            details = {"changes": change.texts()}
         uow.record(
             at=now,
             actor=actor,
             action="apply",
             rollout=plan.rollout,
             flag=plan.flag,
-            after=state,
-            version=1,
-            reason="plan created",
-            details={"steps": len(plan.steps), "gates": [g.name for g in plan.gates]},
-        )
-        session.flush()
-        return ApplyResult("created", view_of(session, row, state, now), ["created"])
-
-    def _update(
-        self,
-        uow: UnitOfWork,
-        row: RolloutRow,
-        plan: Plan,
-        plan_data: dict[str, Any],
-        source: str,
-        actor: str,
-        now: datetime,
-    ) -> ApplyResult:
-        if row.flag_key != plan.flag:
-            raise Conflict(
-                f"rollout {row.name!r} drives flag {row.flag_key!r}; a plan cannot move it "
-                f"to {plan.flag!r} (delete the rollout and apply again)"
-            )
-        session = uow.session
-        old = self.state_of(row)
-        if row.plan == plan_data:
-            return ApplyResult("unchanged", view_of(session, row, old, now), [])
-        changes = _describe_changes(row.plan, plan_data)
-        state = _replanned(old, plan)
-        _check_serving_kept(old, state)
-        _ensure_flag(uow, plan, actor, now)
-        version = _cas(
-            uow, row, state, now, bump=True, extra={"plan": plan_data, "plan_source": source}
-        )
-        uow.record(
-            at=now,
-            actor=actor,
-            action="apply",
-            rollout=row.name,
-            flag=row.flag_key,
-            before=old,
+            before=change.old,
             after=state,
             version=version,
-            reason="plan updated",
-            details={"changes": changes},
+            reason=said,
+            details={**details, "revision": revision, "summary": summary},
         )
-        fresh = _load(session, row.name)
-        return ApplyResult("updated", view_of(session, fresh, state, now), changes)
+        session.flush()
+        row = _load(session, plan.rollout)
+        return replace(change.result(session, warnings, now, row=row), revision=revision)
 
     # -- manual actions ------------------------------------------------------
 
@@ -468,40 +582,11 @@ def _cas(
     return new_version
 
 
-def _ensure_flag(uow: UnitOfWork, plan: Plan, actor: str, now: datetime) -> None:
-    session = uow.session
+def _flag_change(session: Session, plan: Plan) -> FlagChange:
+    """What the plan does to its flag; refused if the flag cannot take it."""
     row = session.get(FlagRow, plan.flag)
     if row is None:
-        definition = {
-            "key": plan.flag,
-            "type": "boolean",
-            "variants": {plan.old_variant: False, plan.new_variant: True},
-            "default_variant": plan.old_variant,
-            "enabled": True,
-            "salt": plan.salt,
-            "description": f"driven by rollout {plan.rollout}",
-            "rules": [],
-        }
-        session.add(
-            FlagRow(
-                key=plan.flag,
-                definition=definition,
-                version=1,
-                managed_by=plan.rollout,
-                created_at=now,
-                updated_at=now,
-            )
-        )
-        uow.record(
-            at=now,
-            actor=actor,
-            action="flag.create",
-            flag=plan.flag,
-            rollout=plan.rollout,
-            version=1,
-            reason=f"created for rollout {plan.rollout}",
-        )
-        return
+        return "create"
     try:
         flag = flag_from_dict(row.definition, key=row.key)
     except FlagDefinitionError as exc:  # stored flags are valid; this guards hand edits
@@ -526,9 +611,47 @@ def _ensure_flag(uow: UnitOfWork, plan: Plan, actor: str, now: datetime) -> None
         )
     if problems:
         raise Invalid("the plan does not fit its flag; nothing was applied", problems)
-    if row.managed_by != plan.rollout:
+    return "keep" if row.managed_by == plan.rollout else "adopt"
+
+
+def _write_flag(uow: UnitOfWork, plan: Plan, change: FlagChange, actor: str, now: datetime) -> None:
+    session = uow.session
+    if change == "adopt":
+        row = session.get(FlagRow, plan.flag)
+        assert row is not None  # checked in this transaction by _flag_change
         row.managed_by = plan.rollout
         row.updated_at = now
+    if change != "create":
+        return
+    definition = {
+        "key": plan.flag,
+        "type": "boolean",
+        "variants": {plan.old_variant: False, plan.new_variant: True},
+        "default_variant": plan.old_variant,
+        "enabled": True,
+        "salt": plan.salt,
+        "description": f"driven by rollout {plan.rollout}",
+        "rules": [],
+    }
+    session.add(
+        FlagRow(
+            key=plan.flag,
+            definition=definition,
+            version=1,
+            managed_by=plan.rollout,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    uow.record(
+        at=now,
+        actor=actor,
+        action="flag.create",
+        flag=plan.flag,
+        rollout=plan.rollout,
+        version=1,
+        reason=f"created for rollout {plan.rollout}",
+    )
 
 
 def _replanned(old: RolloutState, plan: Plan) -> RolloutState:
@@ -609,11 +732,6 @@ def _exposure_text(served: Serving) -> str:
 
 def _said(status: Status) -> str:
     return str(status).replace("_", " ")
-
-
-def _describe_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    keys = sorted(set(old) | set(new))
-    return [f"{k} changed" for k in keys if old.get(k) != new.get(k)]
 
 
 def _serving_json(state: RolloutState, flag_enabled: bool) -> dict[str, Any]:

@@ -15,11 +15,12 @@ from fastapi import Depends, Request
 
 from controller.auth import Permission, Principal, TokenRegistry, require
 from controller.flagstore import Flags
-from controller.gates.prometheus import GateSource
+from controller.gates.prometheus import GateSource, PrometheusGates
 from controller.http.readiness import Probe
 from controller.jobs.scheduler import Scheduler
 from controller.jobs.snapshot_refresh import SnapshotRefresher
 from controller.notify.webhooks import DeliveryWorker, Outbox
+from controller.plan_history import PlanHistory
 from controller.read_models import ReadModels
 from controller.rollouts import Rollouts
 from controller.settings import Settings
@@ -49,6 +50,8 @@ class Runtime:
     # What routes and pages read (they open no session of their own).
     read_models: ReadModels = field(init=False)
     ui_sessions: UiSessions = field(init=False)
+    # Every applied plan of every rollout (controller.plan_history).
+    plan_history: PlanHistory = field(init=False)
     leases: Leases = field(init=False)
     scheduler: Scheduler | None = None
     # Picks up changes made through other replicas (None in tests that build no app).
@@ -70,6 +73,11 @@ class Runtime:
         self.read_models = ReadModels(self.store)
         self.read_models.default_windows = self.rollouts.default_windows
         self.ui_sessions = UiSessions(self.store)
+        self.plan_history = PlanHistory(self.store)
+        # Gate queries are parsed by the Prometheus the gates read, within one gate timeout.
+        if isinstance(self.gates, PrometheusGates):
+            self.rollouts.query_syntax = self.gates
+        self.rollouts.query_check_seconds = self.settings.gate_timeout
         self.leases = Leases(self.store, self.replica_id)
         self.outbox = Outbox(
             self.store,

@@ -149,15 +149,72 @@ class RolloutList(Answer):
     rollouts: list[RolloutAnswer]
 
 
+class PlanChange(Answer):
+    """One difference between two plans (stages.plan_diff.Change)."""
+
+    path: str = Field(description="as in a plan file: gates.error-rate.abort_above, steps[3].hold")
+    kind: Literal["added", "removed", "changed"]
+    before: Any = Field(description="null when added")
+    after: Any = Field(description="null when removed")
+    text: str = Field(description="the line a person reads: step 4 (canary 5%): hold 3d -> 2d")
+
+
 class ApplyAnswer(Answer):
     outcome: Literal["created", "updated", "unchanged"]
     changes: list[str] = Field(description="what the new plan changed, in words")
+    diff: list[PlanChange] = Field(default_factory=list, description="the same, as data")
+    revision: int | None = Field(
+        default=None, description="the plan revision this apply wrote; null when unchanged"
+    )
+    warnings: list[str] = Field(
+        default_factory=list, description="e.g. gate query syntax unchecked: Prometheus down"
+    )
     rollout: RolloutAnswer
 
 
 class DryRunAnswer(Answer):
     outcome: Literal["valid"]
+    would: Literal["created", "updated", "unchanged"] = Field(
+        description="what the same apply would do now"
+    )
     plan: dict[str, Any] = Field(description="the plan as it would be stored")
+    changes: list[str] = Field(description="what it would change, in words")
+    diff: list[PlanChange]
+    warnings: list[str] = Field(description="said, and the plan would still apply")
+
+
+class PlanDiffAnswer(Answer):
+    rollout: str
+    exists: bool = Field(description="false: applying the plan creates the rollout")
+    revision: int | None = Field(description="the stored plan's revision it was compared with")
+    changes: list[str] = Field(description="each difference in words; empty: none")
+    diff: list[PlanChange]
+
+
+class PlanRevision(Answer):
+    revision: int
+    applied_at: Timestamp
+    actor: str
+    reason: str
+    summary: str = Field(description="what changed against the revision before, in one line")
+    plan_hash: str = Field(description="sha256 of the canonical plan")
+    changes: list[PlanChange] | None = Field(
+        default=None, description="with ?changes=true: against the revision before"
+    )
+
+
+class PlanRevisions(Answer):
+    rollout: str
+    revisions: list[PlanRevision] = Field(description="oldest first")
+
+
+class PlanRevisionDetail(PlanRevision):
+    source: str = Field(description="the plan text as applied; empty for a JSON body")
+    plan: dict[str, Any] = Field(description="the plan as stored (canonical)")
+    previous: int | None
+    changes: list[PlanChange] | None = Field(
+        default=None, description="against the previous revision; empty for the first"
+    )
 
 
 # -- audit ---------------------------------------------------------------------

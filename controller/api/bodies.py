@@ -30,6 +30,12 @@ class PlanBody(Body):
     # is checked where the problem can name the field `plan`.
     yaml: str | None = Field(default=None, description="plan file text")
     plan: dict[str, Any] | None = Field(default=None, description="plan as JSON")
+    reason: str = Field(
+        default="",
+        max_length=REASON_MAX_LENGTH,
+        pattern=NO_NUL,
+        description="why: kept with the plan revision and in the audit log",
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> PlanBody:

@@ -40,7 +40,10 @@ def apply_plan(
     response: Response,
     dry_run: Annotated[bool, Query()] = False,
 ) -> dict[str, Any]:
-    """Create or update a rollout from a plan (idempotent; a bad plan changes nothing)."""
+    """Create or update a rollout from a plan (idempotent; a bad plan changes nothing).
+    Each change is kept as the rollout's next plan revision, with ``reason``.
+    ``?dry_run=true`` runs every check of the apply, gate query syntax included, and
+    changes nothing."""
     # 422 like every other plan problem, not the 413 of a request over the body limit:
     # the request was readable, the plan in it is not acceptable.
     too_large = plan_size_problem(body.yaml if body.yaml is not None else body.plan)
@@ -48,11 +51,28 @@ def apply_plan(
         problem: dict[str, object] = {"field": "plan", "line": None, "message": too_large}
         raise Invalid(f"{too_large}; nothing was applied", [problem])
     plan, source = parse_plan_input(body.yaml, body.plan)
+    # One code path for both: what dry-run calls valid, apply accepts (controller.rollouts).
+    result = runtime.rollouts.apply(
+        plan, source, who.actor, runtime.clock(), reason=body.reason, dry_run=dry_run
+    )
     if dry_run:
-        return {"outcome": "valid", "plan": plan_to_dict(plan)}
-    result = runtime.rollouts.apply(plan, source, who.actor, runtime.clock())
+        return {
+            "outcome": "valid",
+            "would": result.outcome,
+            "plan": plan_to_dict(plan),
+            "changes": result.changes,
+            "diff": result.diff,
+            "warnings": result.warnings,
+        }
     response.status_code = 201 if result.outcome == "created" else 200
-    return {"outcome": result.outcome, "changes": result.changes, "rollout": result.rollout}
+    return {
+        "outcome": result.outcome,
+        "changes": result.changes,
+        "diff": result.diff,
+        "revision": result.revision,
+        "warnings": result.warnings,
+        "rollout": result.rollout,
+    }
 
 
 @router.get("/rollouts", response_model=RolloutList, responses=errors(*READ_ERRORS))

@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 import httpx
 
 from controller.cli import format as fmt
+from controller.cli import plan_commands
 
 _MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 ACTIONS = ("start", "pause", "resume", "advance", "approve", "rollback", "abort", "retry")
@@ -253,28 +254,20 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace, api: Api) -> int:
-    path = Path(args.file)
-    try:
-        text = sys.stdin.read() if args.file == "-" else path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise CliError(f"cannot read {args.file}: {exc.strerror}", 2) from None
+    text = plan_commands.read_plan_file(args.file)
     params = {"dry_run": "true"} if args.dry_run else None
+    request = {"yaml": text, "reason": args.reason or ""}
     try:
-        body = api.call("POST", "/api/v1/plans", json={"yaml": text}, params=params)
+        body = api.call("POST", "/api/v1/plans", json=request, params=params)
     except CliError as exc:
         raise CliError(
             f"{args.file}: plan rejected, nothing applied\n{exc}", exc.exit_code
         ) from None
+    plan_commands.print_warnings(body)
     if args.json:
         fmt.print_json(body)
-    elif args.dry_run:
-        print(f"{args.file}: valid ({len(body['plan']['steps'])} steps)")
     else:
-        rollout = body["rollout"]
-        print(
-            f"rollout/{rollout['name']} {body['outcome']}"
-            + (f" ({', '.join(body['changes'])})" if body["outcome"] == "updated" else "")
-        )
+        print(plan_commands.apply_text(body, args.file, args.dry_run))
     return 0
 
 
@@ -587,7 +580,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     apply = sub.add_parser("apply", parents=[common], help="create or update a rollout from a plan")
     apply.add_argument("-f", "--file", required=True, help="plan file (YAML), or - for stdin")
-    apply.add_argument("--dry-run", action="store_true", help="validate only")
+    apply.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="run every check of the apply (gate queries with Prometheus too); change nothing",
+    )
+    apply.add_argument("--reason", default="", help="why (kept with the plan revision)")
+
+    df = sub.add_parser(
+        "diff",
+        parents=[common],
+        help="what a plan file would change against the stored plan",
+        description="Exit 0 when the plan changes nothing, 1 when it changes something "
+        "(like diff), 2 when it cannot tell, 3 when the server is unreachable.",
+    )
+    df.add_argument("-f", "--file", required=True, help="plan file (YAML), or - for stdin")
+
+    hi = sub.add_parser("history", parents=[common], help="a rollout's applied plans")
+    hi.add_argument("name")
+    hi.add_argument(
+        "revision", nargs="?", type=int, help="show this revision: its source and changes"
+    )
 
     status = sub.add_parser("status", parents=[common], help="show rollouts, or one in detail")
     status.add_argument("name", nargs="?")
@@ -686,6 +699,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 HANDLERS = {
     "apply": cmd_apply,
+    "diff": plan_commands.cmd_diff,
+    "history": plan_commands.cmd_history,
     "status": cmd_status,
     "eval": cmd_eval,
     "audit": cmd_audit,

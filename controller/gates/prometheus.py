@@ -77,6 +77,10 @@ _PING_MAX_BYTES = 64 << 10
 _CHECK_DEADLINE = "check deadline exceeded"
 
 
+class SyntaxUnchecked(Exception):
+    """Prometheus could not say whether a query parses (unreachable, too slow, not it)."""
+
+
 class _ResultError(Exception):
     """Prometheus answered, but not with one number."""
 
@@ -338,6 +342,47 @@ class PrometheusGates:
         )
         return _decode(answer)
 
+    def parse_error(self, query: str, timeout: float) -> str | None:
+        """Prometheus' own parse error for ``query``, or ``None`` when it parses; raises
+        ``SyntaxUnchecked`` when Prometheus cannot say (unreachable, slow, not Prometheus).
+
+        ``/api/v1/format_query`` (Prometheus 2.38 and later) parses and never evaluates.
+        Where it is missing (404), an instant query as of 1970-01-01 parses the same way
+        and reads no data, since none is that old."""
+        answer = self._parse_request("/api/v1/format_query", {"query": query}, timeout)
+        if answer.status == 404:
+            fields = {"query": query, "time": "0", "timeout": f"{timeout:.3f}"}
+            answer = self._parse_request("/api/v1/query", fields, timeout)
+        try:
+            decoded = json.loads(answer.body)
+        except (ValueError, UnicodeDecodeError):
+            decoded = None
+        if not isinstance(decoded, dict):
+            raise SyntaxUnchecked(f"{self.url} answered HTTP {answer.status}, not Prometheus JSON")
+        if decoded.get("status") == "success":
+            return None
+        error = decoded.get("error")
+        if decoded.get("errorType") == "bad_data" and isinstance(error, str):
+            return error
+        raise SyntaxUnchecked(f"{self.url} answered HTTP {answer.status}: {_snippet(answer.body)}")
+
+    def _parse_request(self, path: str, fields: dict[str, str], timeout: float) -> HttpAnswer:
+        try:
+            return fetch(
+                "POST",
+                f"{self._base}{path}",
+                headers={
+                    "Content-Type": "application/x-www-form-urlencoded",
+                    "Accept": "application/json",
+                    **self._auth_headers(),
+                },
+                body=urllib.parse.urlencode(fields).encode("ascii"),
+                timeout=timeout,
+                max_bytes=_PING_MAX_BYTES,
+            )
+        except (HttpFailure, _ResultError) as exc:
+            raise SyntaxUnchecked(self._describe(exc, None)) from None
+
     def _auth_headers(self) -> dict[str, str]:
         if self._token_file is not None:
             return {"Authorization": f"Bearer {self._token_file.value()}"}
@@ -544,6 +589,7 @@ __all__ = [
     "PrometheusAuth",
     "PrometheusGates",
     "QueryTemplateError",
+    "SyntaxUnchecked",
     "escape_label_value",
     "redact_url",
     "render_query",

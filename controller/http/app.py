@@ -21,6 +21,7 @@ from controller.api import (
     gates,
     health,
     impressions,
+    plan_history,
     rollouts,
     tokens,
     webhooks,
@@ -112,6 +113,8 @@ def apply_plan_files(runtime: Runtime, paths: Sequence[Path]) -> None:
         plan, source = parse_plan_input(text, None)
         result = runtime.rollouts.apply(plan, source, "serve --apply", runtime.clock())
         log.info("plan %s: rollout/%s %s", path, plan.rollout, result.outcome)
+        for warning in result.warnings:
+            log.warning("plan %s: %s", path, warning)
 
 
 def create_app(
@@ -191,6 +194,7 @@ def create_app(
     )
     for module in (health, evaluation, flags, rollouts, gates, tokens, webhooks):
         app.include_router(module.router)
+    app.include_router(plan_history.router)
     impressions.install(app)  # SDK reports: counts into evaluation_counts, impression rings
     ui.install(app)
     docs_pages.install(app)  # /docs and /redoc, offline

@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlmodel import Field, SQLModel
 
@@ -229,3 +230,23 @@ class UiSessionRow(SQLModel, table=True):
     token_hash: str = Field(sa_column=Column(String(64), nullable=False, index=True))
     created_at: datetime = _ts()
     expires_at: datetime = _ts()
+
+
+class PlanRevisionRow(SQLModel, table=True):
+    """One applied plan of one rollout (``controller.plan_history``): numbered from 1 per
+    rollout, written in the apply's own transaction, never changed."""
+
+    __tablename__ = "plan_revisions"
+    __table_args__ = (UniqueConstraint("rollout", "revision", name="uq_plan_revisions_rollout"),)
+
+    id: int | None = _serial_id()
+    rollout: str = Field(max_length=64)
+    revision: int
+    source: str = Field(sa_column=Column(Text, nullable=False))  # as sent; "" for JSON
+    plan: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))  # canonical form
+    plan_hash: str = Field(sa_column=Column(String(64), nullable=False))  # sha256 of it
+    actor: str = Field(max_length=128)
+    reason: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    # What changed against the revision before, in one line ("created: 5 steps, 2 gates").
+    summary: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    applied_at: datetime = _ts()

@@ -23,6 +23,7 @@ from stages.state import RolloutState, Status, serving
 
 _AUDIT_ROWS = 100
 _EVENTS_READ = 1000  # for the percent chart and the count; the table shows _AUDIT_ROWS
+_PLAN_REVISION_ROWS = 20
 _HISTORY_POINTS = 240  # per gate: a few hours at a one-minute interval
 
 
@@ -97,6 +98,16 @@ def rollout_page(runtime: Runtime, name: str, now: datetime) -> dict[str, Any]:
         "observed": {p.gate.name for p in panels if p.gate.observe_only},
         "events": events[:_AUDIT_ROWS],
         "event_count": len(events),
+        **_plan_history(runtime, name),
+    }
+
+
+def _plan_history(runtime: Runtime, name: str) -> dict[str, Any]:
+    # Newest first, each with its changes against the one before (controller.plan_history).
+    revisions = runtime.plan_history.revisions(name, with_changes=True)
+    return {
+        "plan_revisions": revisions[::-1][:_PLAN_REVISION_ROWS],
+        "plan_revision_count": len(revisions),
     }
 
 

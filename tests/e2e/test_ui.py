@@ -414,3 +414,19 @@ def test_every_control_is_reachable_with_the_keyboard(
         reached.add(page.evaluate("document.activeElement.getAttribute('data-action') || ''"))
         reached.add(page.evaluate("document.activeElement.id || ''"))
     assert {"reason", "pause", "abort", "rollback-immediate"} <= reached
+
+
+def test_the_plan_history_shows_each_revision_with_its_changes(
+    stack: Stack, context: BrowserContext
+) -> None:
+    wider = CHECKOUT.replace("hold: 1h}", "hold: 2h}")
+    applied = stack.api.post("/api/v1/plans", json={"yaml": wider, "reason": "CHG-2 longer hold"})
+    assert applied.status_code == 200 and applied.json()["revision"] == 2, applied.text
+    page = sign_in(context, stack, stack.viewer, "/ui/rollouts/checkout-v2")
+    rows = page.locator(".plan-table tbody tr")
+    expect(rows).to_have_count(2)
+    newest = rows.first
+    expect(newest.locator("td").first).to_have_text("2")
+    expect(newest).to_contain_text("CHG-2 longer hold")
+    expect(newest.locator(".plan-changes li")).to_have_text(["step 1 (canary 1%): hold 1h -> 2h"])
+    expect(rows.nth(1)).to_contain_text("created: 2 steps, 0 gates")

@@ -446,6 +446,9 @@ def troubled_prometheus(conn: Connection) -> None:
     query = conn.request.params.get("query", "")
     if conn.request.path == "/-/ready":
         conn.send(http_response(b"Prometheus Server is Ready.", content_type="text/plain"))
+    elif conn.request.path == "/api/v1/format_query":
+        # Both parse at apply (controller.plan_checks); they fail only when run.
+        conn.send(answer({"status": "success", "data": query}, "200 OK"))
     elif query.startswith("sum(bad"):
         error = {"status": "error", "errorType": "bad_data", "error": "parse error: nope"}
         conn.send(answer(error, "400 Bad Request"))

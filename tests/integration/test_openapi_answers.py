@@ -48,6 +48,9 @@ MOVING = {"seconds_in_step", "seconds_until_may_advance"}
 # fails test_every_operation_documents_its_answer until it has a model here.
 ANSWERS: dict[tuple[str, str], tuple[type[BaseModel], ...]] = {
     ("post", "/api/v1/plans"): (answers.ApplyAnswer, answers.DryRunAnswer),
+    ("post", "/api/v1/plans/diff"): (answers.PlanDiffAnswer,),
+    ("get", "/api/v1/rollouts/{name}/plans"): (answers.PlanRevisions,),
+    ("get", "/api/v1/rollouts/{name}/plans/{revision}"): (answers.PlanRevisionDetail,),
     ("get", "/api/v1/rollouts"): (answers.RolloutList,),
     ("get", "/api/v1/rollouts/{name}"): (answers.RolloutAnswer,),
     ("post", "/api/v1/rollouts/{name}/actions/{action}"): (answers.RolloutAnswer,),
@@ -294,6 +297,24 @@ def test_rollout_answers(seeded: Seeded) -> None:
     assert [still(r) for r in listed["rollouts"]] == [
         still(as_json(r)) for r in seeded.runtime.rollouts.list_all(now)
     ]
+
+
+def test_plan_history_answers(seeded: Seeded) -> None:
+    changed = GATED_PLAN.replace("rollback_above: 1", "rollback_above: 2")
+    with seeded.server.client() as c:
+        listed = ok(c.get(f"/api/v1/rollouts/{ROLLOUT}/plans", params={"changes": "true"}))
+        short = ok(c.get(f"/api/v1/rollouts/{ROLLOUT}/plans"))
+        first = ok(c.get(f"/api/v1/rollouts/{ROLLOUT}/plans/1"))
+        diff = ok(c.post("/api/v1/plans/diff", json={"yaml": changed}))
+        dry = ok(c.post("/api/v1/plans", params={"dry_run": "true"}, json={"yaml": changed}))
+    check(listed, answers.PlanRevisions)
+    check(short, answers.PlanRevisions)
+    check(first, answers.PlanRevisionDetail)
+    check(diff, answers.PlanDiffAnswer)
+    check(dry, answers.DryRunAnswer)
+    assert "changes" in listed["revisions"][0] and "changes" not in short["revisions"][0]
+    assert diff["changes"] == ["gates.errors.rollback_above: 1 -> 2"] == dry["changes"]
+    assert first["revision"] == 1 and first["source"] == GATED_PLAN
 
 
 def test_audit_answers(seeded: Seeded) -> None:

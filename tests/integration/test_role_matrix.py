@@ -51,6 +51,10 @@ API_MATRIX: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/flags/{key}/disable"): "operator",
     ("DELETE", "/api/v1/flags/{key}"): "admin",
     ("POST", "/api/v1/plans"): "operator",
+    # Plan history and diff read and store nothing.
+    ("POST", "/api/v1/plans/diff"): "viewer",
+    ("GET", "/api/v1/rollouts/{name}/plans"): "viewer",
+    ("GET", "/api/v1/rollouts/{name}/plans/{revision}"): "viewer",
     ("GET", "/api/v1/rollouts"): "viewer",
     ("GET", "/api/v1/rollouts/{name}"): "viewer",
     ("POST", "/api/v1/rollouts/{name}/actions/{action}"): "operator",
@@ -194,6 +198,15 @@ PROBES: dict[tuple[str, str], Callable[[World], Call]] = {
     ),
     ("POST", "/api/v1/plans"): lambda w: Call(
         "POST", "/api/v1/plans", json={"yaml": plan_yaml(w.name("plan"))}, ok=(201,), changes=True
+    ),
+    ("POST", "/api/v1/plans/diff"): lambda w: Call(
+        "POST", "/api/v1/plans/diff", json={"yaml": plan_yaml(w.rollout)}
+    ),
+    ("GET", "/api/v1/rollouts/{name}/plans"): lambda w: Call(
+        "GET", f"/api/v1/rollouts/{w.rollout}/plans"
+    ),
+    ("GET", "/api/v1/rollouts/{name}/plans/{revision}"): lambda w: Call(
+        "GET", f"/api/v1/rollouts/{w.rollout}/plans/1"
     ),
     ("GET", "/api/v1/rollouts"): lambda w: Call("GET", "/api/v1/rollouts"),
     ("GET", "/api/v1/rollouts/{name}"): lambda w: Call("GET", f"/api/v1/rollouts/{w.rollout}"),
