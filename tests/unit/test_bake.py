@@ -20,6 +20,7 @@ from stages.decide import decide
 from stages.decisions import BeginBake, Complete, Decision, Hold, Pause, RollBack, StepBack
 from stages.gates import compare_reading
 from stages.plan import Comparison, Gate, OnRollback, Plan, Stage
+from stages.plan_diff import diff_plans
 from stages.planfile import PlanError, parse_plan, parse_plan_data, plan_to_dict
 from stages.state import Outcome, RolloutState, Status, serving
 from stages.transitions import apply
@@ -408,3 +409,10 @@ def test_a_healthy_rollout_bakes_then_completes(plan: Plan, every: int) -> None:
             baked_from = current.bake_started_at
     assert current.status is Status.COMPLETED and baked_from is not None
     assert plan.bake is not None and now - baked_from >= plan.bake
+
+
+def test_a_plan_diff_shows_the_bake_and_the_holdout() -> None:
+    before = parse_plan(PLAN + "bake: 1d\n")
+    after = parse_plan(PLAN + "bake: 7d\nholdout: 1\n")
+    changes = {c.path: (c.kind, c.before, c.after) for c in diff_plans(before, after)}
+    assert changes == {"bake": ("changed", "1d", "7d"), "holdout": ("added", None, 1)}
