@@ -154,7 +154,7 @@ def unknown_variables(plan: Plan, at: datetime) -> list[str]:
     """Every ``${name}`` of the plan's queries that no live check would give a value."""
     known = set(query_variables(initial_state(plan, at), at))
     problems: list[str] = []
-    gates = {g.name: g for i in range(len(plan.steps)) for g in plan.gates_for(i)}
+    gates = {g.name: g for i in range(len(plan.steps)) for g in plan.gates_for(i, baking=True)}
     for gate in gates.values():
         for template in _templates(gate):
             try:

@@ -96,7 +96,10 @@ class ReadModels:
             enabled = flags_enabled(session).get(row.flag_key)
             summary = self._summary(session, row, enabled, now, active_freezes(session, now))
             plan = summary.state.plan
-            gates = dict.fromkeys(g.name for i in range(len(plan.steps)) for g in plan.gates_for(i))
+            every_step = range(len(plan.steps))
+            gates = dict.fromkeys(
+                g.name for i in every_step for g in plan.gates_for(i, baking=True)
+            )
             return RolloutDetail(
                 summary=summary,
                 events=audit.list_events(session, rollout=name, limit=events),

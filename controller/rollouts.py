@@ -37,6 +37,7 @@ from stages.decisions import (
     TRANSITIONS,
     Advance,
     AwaitApproval,
+    BeginBake,
     Complete,
     Decision,
     Pause,
@@ -569,6 +570,7 @@ DECISION_ACTIONS: dict[type, str] = {
     StepBack: "step_back",
     RollBack: "rollback",
     Recover: "recover",
+    BeginBake: "bake",
 }
 
 
@@ -688,7 +690,7 @@ def _replanned(old: RolloutState, plan: Plan) -> RolloutState:
         step = plan.last_step
     else:
         step = min(old.step, len(plan.steps) - 1)
-    known = {g.name for i in range(len(plan.steps)) for g in plan.gates_for(i)}
+    known = {g.name for i in range(len(plan.steps)) for g in plan.gates_for(i, baking=True)}
     return replace(
         old,
         plan=plan,

@@ -12,7 +12,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from stages.state import Outcome, RolloutState, Status
-from stages.transitions import enter_step, roll_back, step_back
+from stages.transitions import begin_bake, enter_step, roll_back, step_back
 from stages.windows import closed_sentence
 
 
@@ -150,7 +150,14 @@ def _advance(state: RolloutState, now: datetime, force: bool, reason: str) -> Ro
         # The force is part of the record: the audit log shows what was overridden.
         why = f"{why} (forced past {breached})"
     plan = state.plan
+    if state.step >= plan.last_step and plan.bake is not None and not state.baking:
+        # The bake is what follows the last step: advancing skips the dwell, not the bake.
+        return begin_bake(state, now, f"{why}: into the bake")
     if state.step >= plan.last_step:
+        if state.baking:
+            why = f"{why}: bake ended early" + (
+                f", holdout of {plan.holdout:g} % released" if plan.holdout is not None else ""
+            )
         return replace(state, status=Status.COMPLETED, reason=why, observe_until=None)
     if plan.steps[state.step + 1].approval:
         return replace(state, status=Status.AWAITING_APPROVAL, reason=why)
@@ -160,7 +167,7 @@ def _advance(state: RolloutState, now: datetime, force: bool, reason: str) -> Ro
 def _breached_gates(state: RolloutState) -> str:
     # Only gates of the current step: a stale outcome of a gate that no longer
     # applies says nothing about widening from here.
-    names = {g.name for g in state.plan.gates_for(state.step)}
+    names = {g.name for g in state.gates_now()}
     return ", ".join(
         f"{name}: {outcome}"
         for name, outcome in sorted(state.last_outcomes.items())

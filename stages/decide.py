@@ -12,10 +12,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from stages.bake import bake_left, bake_view, begin_reason, complete_reason
 from stages.compare import describe as describe_compare
 from stages.decisions import (
     Advance,
     AwaitApproval,
+    BeginBake,
     Complete,
     Decision,
     Hold,
@@ -63,7 +65,7 @@ def is_delayed(state: RolloutState, gate: Gate, now: datetime) -> bool:
 
 def due_gates(state: RolloutState, now: datetime) -> tuple[Gate, ...]:
     """The gates that apply at the current step and whose delay has passed."""
-    return tuple(g for g in state.plan.gates_for(state.step) if not is_delayed(state, g, now))
+    return tuple(g for g in state.gates_now() if not is_delayed(state, g, now))
 
 
 def acting(gates: Sequence[Gate]) -> tuple[Gate, ...]:
@@ -96,7 +98,7 @@ def is_ok_evaluation(state: RolloutState, readings: Sequence[GateReading], now: 
     A gate still in its delay has not been read, so the tick does not count; nor does
     a tick of a plan without gates (there is nothing to count).
     """
-    gates = acting(state.plan.gates_for(state.step))
+    gates = acting(state.gates_now())
     if not gates or any(is_delayed(state, g, now) for g in gates):
         return False
     by_gate = readings_by_gate(gates, readings)
@@ -327,14 +329,18 @@ def _source_unavailable(state: RolloutState, verdicts: Sequence[Verdict]) -> Pau
 
 def _dwell(state: RolloutState, readings: Sequence[GateReading], now: datetime) -> Decision:
     plan = state.plan
-    gates = acting(plan.gates_for(state.step))
+    gates = acting(state.gates_now())
     # hold - elapsed, never start + hold: a plan stored before the limits may hold a
-    # duration past what a datetime can reach.
-    left = plan.steps[state.step].hold - dwelt(state, now)
+    # duration past what a datetime can reach. In the bake, the bake's time instead.
+    left = (
+        bake_left(state, now) if state.baking else plan.steps[state.step].hold - dwelt(state, now)
+    )
     oks = ok_evaluations_after(state, readings, now)
     closed = closed_sentence(state.windows, now)
     waiting: list[str] = []
-    if left > timedelta(0):
+    if state.baking:
+        waiting.extend(_baking(state, now, left))
+    elif left > timedelta(0):
         counted = " (counted inside change windows)" if counts_in_window(state) else ""
         waiting.append(f"dwell: {format_duration(left)} left{counted}")
     if gates and oks < plan.min_evaluations:
@@ -348,7 +354,14 @@ def _dwell(state: RolloutState, readings: Sequence[GateReading], now: datetime) 
     if closed:
         return Hold(f"ready to advance, but {closed}")
     evidence = f"{oks} ok evaluations in a row" if gates else "timed ramp"
+    if state.baking:
+        return Complete(complete_reason(state, evidence))
     return _next(state, f"dwell {format_duration(plan.steps[state.step].hold)} done, {evidence}")
+
+
+def _baking(state: RolloutState, now: datetime, left: timedelta) -> list[str]:
+    view = bake_view(state, now)
+    return [view.sentence] if view is not None and left > timedelta(0) else []
 
 
 def counts_in_window(state: RolloutState) -> bool:
@@ -376,6 +389,8 @@ def _delays_left(state: RolloutState, gates: Sequence[Gate], now: datetime) -> l
 def _next(state: RolloutState, why: str) -> Decision:
     plan = state.plan
     if state.step >= plan.last_step:
+        if plan.bake is not None:
+            return BeginBake(begin_reason(plan, why))
         return Complete(f"{why}: last step done")
     nxt = state.step + 1
     if plan.steps[nxt].approval:

@@ -62,7 +62,17 @@ class Recover:
     reason: str
 
 
-Decision = Hold | Advance | AwaitApproval | Complete | Pause | StepBack | RollBack | Recover
+@dataclass(frozen=True, slots=True)
+class BeginBake:
+    """The last step is done and the plan has a ``bake``: keep its gates running (and
+    the holdout on the old side) for that long before completing (``stages.bake``)."""
+
+    reason: str
+
+
+Decision = (
+    Hold | Advance | AwaitApproval | Complete | Pause | StepBack | RollBack | Recover | BeginBake
+)
 
 # Decisions after which the state's status or step changes (audit-worthy transitions).
-TRANSITIONS = (Advance, AwaitApproval, Complete, Pause, StepBack, RollBack, Recover)
+TRANSITIONS = (Advance, AwaitApproval, Complete, Pause, StepBack, RollBack, Recover, BeginBake)

@@ -45,6 +45,9 @@ COMPARE_FIELDS = (
 # Both sides are read only here: in shadow nobody reads the new side, at full nobody
 # the old one.
 COMPARE_STAGES = frozenset({Stage.CANARY, Stage.GRADUATED, Stage.REGIONAL})
+# Full too, when written: a bake's holdout is an old side there (stages.bakefile checks
+# that the plan has one). Never shadow, where nobody reads the new side.
+COMPARE_STAGES_WRITTEN = COMPARE_STAGES | {Stage.FULL}
 _KINDS = ("threshold", "compare")
 _METRIC = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
@@ -107,10 +110,11 @@ def _compare_gate(report: Report, path: Path, fields: Mapping[str, object]) -> G
     name = required(report, fields, path, "name", label)
     comparison = _comparison(report, path, fields)
     stages = field(report, fields, path, "stages", stage_set, COMPARE_STAGES)
-    if not stages <= COMPARE_STAGES:
-        wrong = ", ".join(sorted(stage.value for stage in stages - COMPARE_STAGES))
+    if not stages <= COMPARE_STAGES_WRITTEN:
+        wrong = ", ".join(sorted(stage.value for stage in stages - COMPARE_STAGES_WRITTEN))
         message = "a compare gate reads both sides, which only canary, graduated and"
-        report.add((*path, "stages"), f"{message} regional steps serve (not {wrong})")
+        message += " regional steps serve, and a full step's bake with a holdout"
+        report.add((*path, "stages"), f"{message} (not {wrong})")
     if name is None or comparison is None:
         return None
     return Gate(

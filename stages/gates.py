@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 
-from stages import compare
+from stages import bake, compare
 from stages.compare import Side
 from stages.plan import Gate, Stage, Step
 from stages.state import GateReading, Outcome, RolloutState
@@ -131,8 +131,9 @@ def compare_reading(
         state.evidence.get(gate.name),
         alpha=state.plan.compare_alpha(),
         min_samples=gate.min_samples,
-        expected_share=expected_share(step),
-        steps=len(state.plan.steps),
+        # In a bake the old side is the holdout: the new side's share is its complement.
+        expected_share=bake.expected_share(state) or expected_share(step),
+        steps=bake.segments(state.plan),
     )
     outcome = _COMPARE_OUTCOMES[stats.verdict]
     if stats.verdict is compare.Verdict.UNDECIDED and spec.requires == "no_regression":

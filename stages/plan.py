@@ -172,14 +172,23 @@ class Plan:
     # The chance the rollout is ever rolled back by its compare gates while the new side
     # is not worse than their margins; split evenly across them.
     false_rollback_budget: float = 0.01  # DEFAULT_FALSE_ROLLBACK_BUDGET
+    # After the last step: how long its gates keep running before the rollout completes,
+    # and the percent of users kept on the old side meanwhile (stages.bake).
+    bake: timedelta | None = None
+    holdout: float | None = None
     # When automatic advances may happen (stages.windows); none: the global setting's.
     windows: tuple[Window, ...] = ()
     dwell: Dwell = Dwell.ALWAYS
 
-    def gates_for(self, step_index: int) -> tuple[Gate, ...]:
-        """Every gate that applies while ``step_index`` is the current step."""
+    def gates_for(self, step_index: int, *, baking: bool = False) -> tuple[Gate, ...]:
+        """Every gate that applies while ``step_index`` is the current step (``baking``:
+        in the bake after it, where a holdout gives compare gates an old side at full)."""
         step = self.steps[step_index]
-        plan_gates = tuple(g for g in self.gates if g.applies_to(step.stage))
+        plan_gates = tuple(
+            g
+            for g in self.gates
+            if g.applies_to(step.stage) and (baking or not _needs_holdout(g, step.stage))
+        )
         return plan_gates + step.gates
 
     def compare_alpha(self) -> float:
@@ -194,3 +203,8 @@ class Plan:
     @property
     def last_step(self) -> int:
         return len(self.steps) - 1
+
+
+def _needs_holdout(gate: Gate, stage: Stage) -> bool:
+    # At full nobody is on the old side, but the holdout of a bake.
+    return gate.compare is not None and stage is Stage.FULL

@@ -23,6 +23,7 @@ Kind = Literal["added", "removed", "changed"]
 _TOP_FIELDS = (
     *("flag", "salt", "description", "interval", "min_evaluations", "max_gate_errors"),
     *("rollback_observe", "false_rollback_budget"),
+    *("bake", "holdout"),
 )
 _STEP_FIELDS = ("stage", "percent", "regions", "hold", "approval", "on_rollback", "shadow")
 _SHOWN_CHARS = 60

@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 from flags.codec import DOT_KEYS, KEY_PATTERN
+from stages.bakefile import check_bake, read_bake
 from stages.durations import format_duration
 from stages.fields import (
     boolean,
@@ -72,6 +73,7 @@ _PLAN_FIELDS = (
     *("rollout", "flag", "salt", "description", "interval", "min_evaluations"),
     *("max_gate_errors", "rollback_observe", "variants", "labels", "steps", "gates"),
     "false_rollback_budget",
+    *("bake", "holdout"),
     *("windows", "dwell"),
 )
 _STEP_FIELDS = (
@@ -136,6 +138,10 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         out["labels"] = dict(plan.labels)
     if plan.false_rollback_budget != DEFAULT_FALSE_ROLLBACK_BUDGET:
         out["false_rollback_budget"] = plan.false_rollback_budget
+    if plan.bake is not None:
+        out["bake"] = format_duration(plan.bake)
+    if plan.holdout is not None:
+        out["holdout"] = _plain(plan.holdout)
     # Only when set: a stored plan from before windows keeps its exact form.
     if plan.windows:
         out["windows"] = windows_to_list(plan.windows)
@@ -201,10 +207,13 @@ def _plan(report: Report, data: object) -> Plan | None:
     gates = _gates(report, ("gates",), fields.get("gates"))
     _check_gate_count(report, len(gates), drafts)
     _check_gate_names(report, [*gates, *(gate for draft in drafts for gate in draft.gates)])
+    bake, holdout = read_bake(report, fields)
+    steps = _widen(report, drafts)
+    check_bake(report, holdout, steps, gates)
     return Plan(
         rollout=rollout or "",
         flag=flag or "",
-        steps=_widen(report, drafts),
+        steps=steps,
         gates=tuple(gate for _, gate in gates),
         salt=field(report, fields, (), "salt", text, None),
         description=field(report, fields, (), "description", _description, ""),
@@ -218,6 +227,8 @@ def _plan(report: Report, data: object) -> Plan | None:
         false_rollback_budget=field(
             report, fields, (), "false_rollback_budget", _budget, DEFAULT_FALSE_ROLLBACK_BUDGET
         ),
+        bake=bake,
+        holdout=holdout,
         windows=field(report, fields, (), "windows", read_windows, ()),
         dwell=field(report, fields, (), "dwell", choice(Dwell), Dwell.ALWAYS),
     )

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from stages.compare import CompareStats, Evidence
-from stages.plan import Plan, Stage
+from stages.plan import Gate, Plan, Stage
 from stages.windows import Window
 
 
@@ -123,9 +123,25 @@ class RolloutState:
     # freeze in scope, an alert that holds): each a sentence a person reads. They stop
     # automatic advances and completions only; rollbacks and aborts still act.
     blocked: tuple[str, ...] = ()
+    # When the bake after the last step began (stages.bake); None outside it.
+    bake_started_at: datetime | None = None
     # The global change windows (ROLLOUT_CHANGE_WINDOWS), set by the shell when it loads
     # the state: they apply when the plan declares none.
     default_windows: tuple[Window, ...] = ()
+
+    @property
+    def baking(self) -> bool:
+        """In the bake: the last step done, its gates still read, the holdout kept old."""
+        return (
+            self.bake_started_at is not None
+            and self.plan.bake is not None
+            and self.step == self.plan.last_step
+            and self.status in ACTIVE_STATUSES
+        )
+
+    def gates_now(self) -> tuple[Gate, ...]:
+        """The gates that apply where the rollout is now (its step, or the bake)."""
+        return self.plan.gates_for(self.step, baking=self.baking)
 
     @property
     def windows(self) -> tuple[Window, ...]:
@@ -155,4 +171,8 @@ def serving(state: RolloutState) -> Serving:
         return Serving(first.stage, 0, 0.0, frozenset(), first.shadow)
     index = plan.last_step if state.status is Status.COMPLETED else state.step
     step = plan.steps[index]
+    if state.baking and plan.holdout is not None and step.stage is Stage.FULL:
+        # The holdout is the top buckets, the users a (100 - holdout) % step leaves out:
+        # the same users all through the bake. No regions, or they would all be new.
+        return Serving(step.stage, index, round(100 - plan.holdout, 2), frozenset(), step.shadow)
     return Serving(step.stage, index, step.percent, step.regions, step.shadow)

@@ -23,6 +23,7 @@ from stages.decide import (
 from stages.decisions import (
     Advance,
     AwaitApproval,
+    BeginBake,
     Complete,
     Decision,
     Hold,
@@ -129,7 +130,15 @@ def enter_step(
         max_step_reached=max(state.max_step_reached, step),
         # A new step is a new segment: the split changed, so its counts start afresh.
         evidence={name: kept.folded() for name, kept in state.evidence.items()},
+        bake_started_at=None,  # any step entered, even the last again, is outside a bake
     )
+
+
+def begin_bake(state: RolloutState, now: datetime, reason: str) -> RolloutState:
+    """Into the bake after the last step: a new segment, as a step is (the holdout changes
+    the split, and rate windows still hold the traffic before it), still ``running``."""
+    entered = enter_step(state, state.plan.last_step, Status.RUNNING, now, reason)
+    return replace(entered, bake_started_at=now)
 
 
 def _carry_out(state: RolloutState, decision: Decision, now: datetime) -> RolloutState:
@@ -142,6 +151,8 @@ def _carry_out(state: RolloutState, decision: Decision, now: datetime) -> Rollou
             return replace(
                 state, status=Status.AWAITING_APPROVAL, reason=reason, observe_until=None
             )
+        case BeginBake(reason=reason):
+            return begin_bake(state, now, reason)
         case Complete(reason=reason):
             return replace(state, status=Status.COMPLETED, reason=reason, observe_until=None)
         case Pause(reason=reason) | Recover(reason=reason):

@@ -91,6 +91,16 @@ class Serving(Answer):
     kill_switch: bool
 
 
+class Bake(Answer):
+    """The bake after the last step (docs/bake.md): gates still read, the holdout old."""
+
+    started_at: Timestamp
+    ends_at: Timestamp = Field(description="when it completes, if no gate holds it")
+    seconds_left: float
+    holdout_percent: Number | None = Field(description="users kept on the old side")
+    summary: str = Field(description='e.g. "baking, 5d 3h left, holdout 1 %"')
+
+
 class ChangeWindow(Answer):
     """The change windows that apply (docs/windows.md): automatic advances, completions
     and approvals happen only while one is open."""
@@ -125,6 +135,7 @@ class RolloutAnswer(Answer):
     ok_evaluations: int
     last_outcomes: dict[str, Outcome] = Field(description="gate name to its last outcome")
     serving: Serving
+    bake: Bake | None = Field(default=None, description="in the bake after the last step")
     plan: dict[str, Any] = Field(description="the plan as stored (docs/plans.md)")
     window: ChangeWindow | None = Field(
         default=None, description="null when no change windows apply (advances at any time)"

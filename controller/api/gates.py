@@ -82,13 +82,17 @@ def test_rollout_gates(
     state = runtime.read_models.rollout_state(name)
     now = runtime.clock()
     variables = query_variables(state, now)
-    every = {g.name: g for i in range(len(state.plan.steps)) for g in state.plan.gates_for(i)}
+    every = {
+        g.name: g
+        for i in range(len(state.plan.steps))
+        for g in state.plan.gates_for(i, baking=True)
+    }
     if body.gate is not None and body.gate not in every:
         raise Invalid(
             f"rollout {name!r} has no gate {body.gate!r}",
             [{"field": "gate", "message": f"one of: {', '.join(sorted(every)) or 'none'}"}],
         )
-    current = state.plan.gates_for(state.step)
+    current = state.gates_now()
     chosen = [every[body.gate]] if body.gate else list(current)
     with _gate_test_slot(runtime):
         deadline = time.monotonic() + runtime.settings.gate_timeout * max(1, len(chosen))

@@ -57,7 +57,7 @@ def rollout_table(rollouts: list[dict[str, Any]]) -> str:
         [
             r["name"],
             r["flag"],
-            r["status"] + (" (frozen)" if r.get("frozen_by") else ""),
+            status_text(r) + (" (frozen)" if r.get("frozen_by") else ""),
             f"{r['step'] + 1}/{r['step_count']} {r['step_label']}",
             serving_text(r["serving"]),
             duration(r["seconds_in_step"]),
@@ -79,12 +79,16 @@ def rollout_detail(r: dict[str, Any], latest: list[dict[str, Any]] | None = None
     gate saying what it read."""
     lines = [
         f"rollout/{r['name']}  (flag {r['flag']}, version {r['version']})",
-        f"  status:   {r['status']}" + (f"  ({r['reason']})" if r["reason"] else ""),
+        f"  status:   {r['status']}"
+        + (f", {r['bake']['summary']}" if r.get("bake") else "")
+        + (f"  ({reason})" if (reason := _reason_text(r)) else ""),
         f"  step:     {r['step'] + 1} of {r['step_count']}: {r['step_label']}",
+        *bake_lines(r),
         f"  serving:  {serving_text(r['serving'])}",
         f"  in step:  {duration(r['seconds_in_step'])}"
         + (
-            f", may advance in {duration(r['seconds_until_may_advance'])}{_counted(r)}"
+            f", {'completes' if r.get('bake') else 'may advance'} in "
+            f"{duration(r['seconds_until_may_advance'])}{'' if r.get('bake') else _counted(r)}"
             if r["seconds_until_may_advance"] is not None
             else ""
         ),
@@ -100,9 +104,38 @@ def rollout_detail(r: dict[str, Any], latest: list[dict[str, Any]] | None = None
         lines += [f"    {reading_text(g, g['gate'] in observed, r['step'])}" for g in latest]
     lines.append("  plan:")
     for i, step in enumerate(r["plan"]["steps"]):
-        marker = "->" if i == r["step"] else "  "
+        marker = "->" if i == r["step"] and not r.get("bake") else "  "
         lines.append(f"   {marker} {i + 1:>2}. {_step_text(step)}")
+    if r["plan"].get("bake"):
+        marker = "->" if r.get("bake") else "  "
+        holdout = r["plan"].get("holdout")
+        held = f", holdout {holdout:g} %" if holdout is not None else ""
+        lines.append(f"   {marker}     bake {r['plan']['bake']}{held}, then completed")
     return "\n".join(lines)
+
+
+def _reason_text(r: dict[str, Any]) -> str:
+    # In a bake the reason begins with the bake's own words, which the status line
+    # already says (as of now, not of the last check): keep only what follows them.
+    reason = str(r["reason"])
+    if r.get("bake") and reason.startswith("baking, "):
+        return reason.partition("; ")[2]
+    return reason
+
+
+def status_text(r: dict[str, Any]) -> str:
+    """The status, and in a bake how long is left: ``running (baking, 5d 3h left, ...)``."""
+    bake = r.get("bake")
+    return f"{r['status']} ({bake['summary']})" if bake else str(r["status"])
+
+
+def bake_lines(r: dict[str, Any]) -> list[str]:
+    bake = r.get("bake")
+    if not bake:
+        return []
+    holdout = bake["holdout_percent"]
+    held = f", {holdout:g} % of users held out on the old side" if holdout is not None else ""
+    return [f"  bake:     ends {bake['ends_at']}{held}"]
 
 
 def _counted(r: dict[str, Any]) -> str:

@@ -39,7 +39,7 @@ from stages.decide import decide
 from stages.decisions import Decision, Hold
 from stages.durations import parse_duration
 from stages.plan import Gate
-from stages.state import ACTIVE_STATUSES, GateReading, Outcome, RolloutState
+from stages.state import ACTIVE_STATUSES, GateReading, Outcome, RolloutState, serving
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def query_variables(state: RolloutState, now: datetime) -> dict[str, str]:
         "flag": state.plan.flag,
         "stage": step.stage.value,
         "step": str(state.step + 1),
-        "percent": f"{step.percent:g}",
+        "percent": f"{serving(state).percent if state.baking else step.percent:g}",
         "new_variant": state.plan.new_variant,
         "old_variant": state.plan.old_variant,
         "step_window": f"{seconds}s",
@@ -98,10 +98,7 @@ def read_gates(
     gates: GateSource, state: RolloutState, now: datetime, deadline: float | None = None
 ) -> list[GateReading]:
     variables = query_variables(state, now)
-    return [
-        read_gate(gates, gate, variables, now, state, deadline)
-        for gate in state.plan.gates_for(state.step)
-    ]
+    return [read_gate(gates, gate, variables, now, state, deadline) for gate in state.gates_now()]
 
 
 def read_gate(

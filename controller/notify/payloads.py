@@ -87,6 +87,7 @@ _SLACK_WORDS: dict[str, tuple[str, str]] = {
     "await_approval": (":raised_hand:", "awaits approval"),
     "recover": (":large_green_circle:", "recovered"),
     "complete": (":tada:", "completed"),
+    "bake": (":bread:", "began its bake after the last step"),
     "advance": (":arrow_forward:", "advanced"),
     "start": (":rocket:", "started"),
     "resume": (":arrow_forward:", "resumed"),

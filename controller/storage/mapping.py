@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from controller.storage.tables import RolloutRow
+from stages.bake import bake_view
 from stages.compare import Evidence
 from stages.decide import dwelt
 from stages.plan import Plan
@@ -60,6 +61,8 @@ def bookkeeping_to_json(state: RolloutState) -> dict[str, Any]:
         "last_outcomes": {g: o.value for g, o in state.last_outcomes.items()},
         "max_step_reached": state.max_step_reached,
         "evidence": {g: _evidence_to_json(e) for g, e in state.evidence.items()},
+        # JSON like the rest of the bookkeeping: a bake needs no column of its own.
+        "bake_started_at": _iso(state.bake_started_at),
     }
 
 
@@ -86,6 +89,7 @@ def state_from_row(
         max_step_reached=int(book.get("max_step_reached", 0)),
         # Rows from before compare gates have no evidence: nothing gathered yet.
         evidence={str(k): _evidence_from_json(v) for k, v in book.get("evidence", {}).items()},
+        bake_started_at=_datetime(book.get("bake_started_at")),
     )
 
 
@@ -114,6 +118,9 @@ def rollout_view(row: RolloutRow, state: RolloutState, now: datetime) -> dict[st
         # hold a duration no datetime reaches.
         left = (step.hold - dwelt(state, now)).total_seconds()
         may_advance_in = max(0.0, left)
+    bake = bake_view(state, now)
+    if bake is not None and state.status is Status.RUNNING:
+        may_advance_in = bake.left.total_seconds()  # completes then, the holdout released
     return {
         "name": row.name,
         "flag": row.flag_key,
@@ -137,11 +144,30 @@ def rollout_view(row: RolloutRow, state: RolloutState, now: datetime) -> dict[st
             "regions": sorted(served.regions),
             "shadow": served.shadow,
         },
+        "bake": _bake_json(state, now),
         "plan": plan_to_dict(plan),
         "window": window_view(state, now),
         "created_at": _iso(row.created_at),
         "updated_at": _iso(row.updated_at),
     }
+
+
+def _bake_json(state: RolloutState, now: datetime) -> dict[str, Any] | None:
+    """Where the bake after the last step is; None outside it."""
+    bake = bake_view(state, now)
+    if bake is None:
+        return None
+    return {
+        "started_at": _iso(bake.started_at),
+        "ends_at": _iso(bake.ends_at),
+        "seconds_left": bake.left.total_seconds(),
+        "holdout_percent": bake.holdout,
+        "summary": bake.sentence,
+    }
+
+
+def _datetime(value: object) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) else None
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from stages.bake import bake_left
 from stages.decide import decide, dwelt, format_duration, is_ok_evaluation
 from stages.decisions import (
     Advance,
     AwaitApproval,
+    BeginBake,
     Complete,
     Hold,
     Pause,
@@ -98,6 +100,8 @@ def forecast(
         return Forecast("advance", f"will ask for approval of {_label(state, 1)} {at_check}")
     if isinstance(decision, Complete):
         return Forecast("advance", f"will complete {at_check}", decision.reason)
+    if isinstance(decision, BeginBake):
+        return Forecast("advance", f"will begin its bake {at_check}", decision.reason)
     if isinstance(decision, StepBack):
         return Forecast("danger", f"will step back to {_label(state, -1)}", decision.reason)
     if isinstance(decision, RollBack):
@@ -121,7 +125,7 @@ def _holding(
     if decision.reason.startswith(("holding:", "ready to advance, but")):
         # A gate, a block from outside the plan, or a closed change window.
         return Forecast("hold", decision.reason)
-    gates = state.plan.gates_for(state.step)
+    gates = state.gates_now()
     if gates and not readings:
         return Forecast("hold", "waiting for the first gate check at this step", decision.reason)
     # The headline says all the dwell/evidence reason says, in the person's terms.
@@ -131,14 +135,19 @@ def _holding(
 def _waiting_to_advance(state: RolloutState, readings: Sequence[GateReading], now: datetime) -> str:
     plan = state.plan
     left = plan.steps[state.step].hold - dwelt(state, now)
-    if state.step >= plan.last_step:
+    if state.baking:
+        left = bake_left(state, now)
+        what = "will complete, releasing the holdout" if plan.holdout else "will complete"
+    elif state.step >= plan.last_step and plan.bake is not None:
+        what = "will begin its bake"
+    elif state.step >= plan.last_step:
         what = "will complete"
     elif plan.steps[state.step + 1].approval:
         what = f"will ask for approval of {_label(state, 1)}"
     else:
         what = f"will advance to {_label(state, 1)}"
     when = f" in {format_duration(left)}" if left > timedelta(0) else ""
-    if plan.gates_for(state.step):
+    if state.gates_now():
         oks = state.ok_evaluations + (1 if is_ok_evaluation(state, readings, now) else 0)
         missing = plan.min_evaluations - oks
         if missing > 0:

@@ -85,10 +85,18 @@ def rollout_page(runtime: Runtime, name: str, now: datetime) -> dict[str, Any]:
         }
         for i, step in enumerate(state.plan.steps)
     ]
+    if state.baking:
+        steps[state.step]["current"] = False  # the bake is where it is now
+    bake = (
+        {"hold": state.plan.bake, "holdout": state.plan.holdout, "current": state.baking}
+        if state.plan.bake is not None
+        else None
+    )
     percent_svg = charts.percent_chart(_percent_points(summary.created_at, state, events), end=now)
     return {
         "card": card,
         "steps": steps,
+        "bake": bake,
         "percent_chart": Markup(percent_svg),  # charts escapes every text it draws
         "gates": panels,
         "latest": summary.latest_gates,
@@ -149,7 +157,7 @@ def _next_check(
 
 def _lights(state: RolloutState) -> list[GateLight]:
     """The gates of the current step; a gate of an earlier step no longer counts."""
-    names = [g.name for g in state.plan.gates_for(state.step)]
+    names = [g.name for g in state.gates_now()]
     outcomes = {g: o.value for g, o in state.last_outcomes.items()}
     return [GateLight(name, outcomes.get(name)) for name in names]
 
@@ -157,7 +165,7 @@ def _lights(state: RolloutState) -> list[GateLight]:
 def _every_gate(steps: Sequence[object], state: RolloutState) -> list[Gate]:
     seen: dict[str, Gate] = {}
     for i in range(len(steps)):
-        for gate in state.plan.gates_for(i):
+        for gate in state.plan.gates_for(i, baking=True):
             seen.setdefault(gate.name, gate)
     return list(seen.values())
 
@@ -238,7 +246,8 @@ def _is_transition(event: Mapping[str, Any]) -> bool:
     if event["action"] == "apply":
         return False  # a plan change never moves what is served (rollouts.py refuses it)
     moved = (event["from_status"], event["from_step"]) != (event["to_status"], event["to_step"])
-    return moved or event["action"] in {a.value for a in Action}
+    # A bake begins at the step it was at, and moves the holdout to the old side.
+    return moved or event["action"] in {a.value for a in Action} or event["action"] == "bake"
 
 
 def _served_percent(state: RolloutState, status: str, step: int | None) -> float:
