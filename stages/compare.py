@@ -84,14 +84,23 @@ class Evidence:
     # side (``user_spread``): the pooled interval widens by the weighted mean.
     allowance_weighted: float = 0.0
     step_allowance_weighted: float = 0.0
+    # The step (1-based, counting this run's segments) whose reading first showed a
+    # regression; 0: none yet. A shown regression stays shown: the e-process crossed
+    # 1/alpha, and an anytime-valid test may stop there, so a quieter reading at a
+    # narrower step after the step back is no evidence that the change recovered.
+    regressed_at: int = 0
 
     def with_step(self, stats: CompareStats) -> Evidence:
+        shown = self.regressed_at or (
+            self.segments + 1 if stats.verdict is Verdict.REGRESSION else 0
+        )
         return replace(
             self,
             step_weighted=stats.step_weighted,
             step_information=stats.step_information,
             step_log_e=stats.step_log_e,
             step_allowance_weighted=stats.step_information * stats.step_allowance,
+            regressed_at=shown,
         )
 
     def folded(self) -> Evidence:
@@ -112,6 +121,7 @@ class Evidence:
             restart_sum=(self.restart_sum + 1) * math.exp(min(self.step_log_e, 700.0)),
             segments=self.segments + 1,
             allowance_weighted=self.allowance_weighted + self.step_allowance_weighted,
+            regressed_at=self.regressed_at,
         )
 
 
@@ -143,6 +153,7 @@ class CompareStats:
     # step's share), included in ``low``..``high``: this step's, and the one applied.
     step_allowance: float = 0.0
     allowance: float = 0.0
+    regressed_at: int = 0  # an earlier reading showed a regression, at this step
 
 
 def evaluate(
@@ -257,7 +268,7 @@ def _pooled(
         pooled = information > step.information
         estimate, low, high = weighted / information, interval.low, interval.high
         statistic = (estimate - margin) * math.sqrt(information)
-        verdict = _verdict(interval, margin, log_e, alpha, unless)
+        verdict = _verdict(interval, margin, log_e, alpha, unless, prior.regressed_at)
         if verdict is Verdict.UNDECIDED:
             distance = abs(estimate - margin) - allowance
             needed = (
@@ -266,7 +277,7 @@ def _pooled(
     return CompareStats(
         verdict, new, old, margin, alpha, estimate, low, high, statistic, needed,
         share, expected_share, srm_p, step.weighted, step.information, step.log_e, log_e,
-        prior.segments, min_samples, pooled, step.allowance, allowance,
+        prior.segments, min_samples, pooled, step.allowance, allowance, prior.regressed_at,
     )  # fmt: skip
 
 
@@ -282,10 +293,11 @@ def _verdict(
     log_e: float,
     alpha: float,
     unless: Verdict | None,
+    regressed_at: int = 0,
 ) -> Verdict:
     if unless is Verdict.ASSIGNMENT:
         return Verdict.ASSIGNMENT  # the groups are not what the split says: no verdict
-    if interval.low > margin and log_e >= math.log(1 / alpha):
+    if regressed_at or (interval.low > margin and log_e >= math.log(1 / alpha)):
         return Verdict.REGRESSION
     if interval.high < margin and unless is None:
         return Verdict.NOT_WORSE  # never from earlier steps alone: this step must show it
@@ -414,6 +426,11 @@ def describe(stats: CompareStats, on_regression: str, *, guardrail: bool = False
         rates, interval = f"this step {rates}", f"over {steps} steps {interval}"
     margin = f"{abs(stats.margin) * 100:.2f} pp"
     match stats.verdict:
+        case Verdict.REGRESSION if stats.regressed_at and stats.low <= stats.margin:
+            tail = (
+                f"includes {margin}, but an earlier step of this run showed a regression "
+                f"beyond it -> {on_regression} (until a retry)"
+            )
         case Verdict.REGRESSION:
             tail = f"> {margin} -> {on_regression}"
         case Verdict.NOT_WORSE:
