@@ -403,12 +403,16 @@ def cmd_flag(args: argparse.Namespace, api: Api) -> int:
 
 def cmd_token(args: argparse.Namespace, api: Api) -> int:
     if args.token_command == "create":
-        token = api.call("POST", "/api/v1/tokens", json={"name": args.name, "role": args.role})
+        body = {"name": args.name, "role": args.role}
+        if args.expires:
+            body["expires"] = args.expires
+        token = api.call("POST", "/api/v1/tokens", json=body)
         if args.json:
             fmt.print_json(token)
         else:
+            expiry = f", expires {token['expires_at'][:19]}Z" if token.get("expires_at") else ""
             print(
-                f"token {token['id']} ({token['role']}) for {token['name']}; "
+                f"token {token['id']} ({token['role']}) for {token['name']}{expiry}; "
                 "shown once, store it now:"
             )
             print(token["token"])
@@ -647,6 +651,9 @@ def build_parser() -> argparse.ArgumentParser:
     create = tk_sub.add_parser("create", parents=[common])
     create.add_argument("name")
     create.add_argument("--role", required=True, choices=["viewer", "operator", "admin", "sdk"])
+    create.add_argument(
+        "--expires", metavar="DURATION", help="refused after this long, e.g. 90d (default never)"
+    )
     tk_sub.add_parser("list", parents=[common])
     tk_sub.add_parser("revoke", parents=[common]).add_argument("id")
 
