@@ -19,10 +19,10 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
+import logging
 import secrets
 import threading
 from collections.abc import Callable
-import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -369,6 +369,7 @@ def _name_taken(name: str, holder: str | None) -> AlreadyExists:
         f"a token named {name!r} already exists ({holder}); pick another name, "
         "or revoke that token first",
         field="name",
+        problem=f"taken by live token {holder}",
     )
 
 

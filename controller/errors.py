@@ -51,9 +51,9 @@ class VersionConflict(Conflict):
 class AlreadyExists(Conflict):
     code = "already_exists"
 
-    def __init__(self, message: str, *, field: str) -> None:
+    def __init__(self, message: str, *, field: str, problem: str) -> None:
         super().__init__(message)
-        self.problems: list[dict[str, object]] = [{"field": field, "message": message}]
+        self.problems: list[dict[str, object]] = [{"field": field, "message": problem}]
 
 
 class Refused(Conflict):

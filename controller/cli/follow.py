@@ -81,7 +81,9 @@ def summary(look: Look) -> str:
         f"({r['step_label']}), serving {fmt.serving_text(r['serving'])}, "
         f"gates: {fmt.gates_text(r['last_outcomes'])}"
     )
-    if r.get("reason"):
+    # While running, the reason counts the dwell down ("dwell: 1d3h left"): a line
+    # for each tick of it would bury the changes. Otherwise it says why it stopped.
+    if r.get("reason") and r["status"] != "running":
         line += f"; reason: {r['reason']}"
     return line
 

@@ -108,7 +108,9 @@ def test_a_second_live_token_with_the_same_name_is_refused(
     first, _ = registry.create(name="deploy-bot", role=Role.OPERATOR, created_by="t", now=T0)
     with pytest.raises(AlreadyExists) as refused:
         registry.create(name="deploy-bot", role=Role.ADMIN, created_by="t", now=T0)
-    assert refused.value.problems == [{"field": "name", "message": refused.value.message}]
+    assert refused.value.problems == [
+        {"field": "name", "message": f"taken by live token {first.id}"}
+    ]
     assert first.id in refused.value.message
     assert [t.role for t in registry.list()] == ["operator"]  # nothing half-written
     # Revoking frees the name for the replacement.
