@@ -194,6 +194,7 @@ class TokenRegistry:
         self._store = store
         self.clock = clock
         self.uses = UseLog(last_used_every)
+        self._save_failing = False
         self._lock = threading.Lock()
         self._by_hash: dict[str, Principal] = {}
         # Moves on every reload, so a cache of authenticated principals (the evaluation
@@ -341,8 +342,15 @@ class TokenRegistry:
                         .execution_options(synchronize_session=False)
                     )
         except Exception as exc:
-            log.warning("could not save when tokens were last used (%s); will retry", type(exc))
+            if not self._save_failing:  # once per outage, not every poll
+                log.warning(
+                    "could not save when tokens were last used (%s: %s); will retry",
+                    type(exc).__name__,
+                    str(exc).splitlines()[0][:200] if str(exc) else "",
+                )
+            self._save_failing = True
             return 0
+        self._save_failing = False
         self.uses.written(due, now)
         return len(due)
 
