@@ -29,6 +29,7 @@ from typing import Any
 
 from sqlalchemy import or_, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 from sqlmodel import col, select
 
 from controller.errors import AlreadyExists, Forbidden, NotFound, Unauthorized
@@ -305,12 +306,13 @@ class TokenRegistry:
         return info, secret
 
     @staticmethod
-    def _live_named(session: Any, name: str) -> str | None:
-        return session.execute(
+    def _live_named(session: Session, name: str) -> str | None:
+        holder: str | None = session.execute(
             select(TokenRow.id).where(
                 col(TokenRow.name) == name, col(TokenRow.revoked_at).is_(None)
             )
         ).scalar_one_or_none()
+        return holder
 
     def list(self) -> list[TokenInfo]:
         now = self.clock()

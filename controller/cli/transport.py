@@ -49,7 +49,7 @@ class RetryPolicy:
         """Seconds before try ``attempt + 1`` (``attempt`` counts from 1)."""
         if retry_after is not None:
             return min(max(retry_after, 0.0), self.max_delay)
-        backoff = self.first_delay * 2 ** (attempt - 1)
+        backoff: float = self.first_delay * 2.0 ** (attempt - 1)
         return min(backoff * random.uniform(0.8, 1.2), self.max_delay)
 
 
