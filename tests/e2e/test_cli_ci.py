@@ -543,3 +543,36 @@ def test_retries_against_the_real_server_apply_a_change_once(tmp_path: Path) -> 
         with s.client() as c:
             events = c.get("/api/v1/audit", params={"rollout": "limited"}).json()["events"]
         assert [e["action"] for e in events].count("start") == 1
+
+
+# -- the CI example of docs/cli.md ----------------------------------------------------
+
+
+def test_the_ci_example_script_applies_starts_and_waits(server: Server, tmp_path: Path) -> None:
+    script = Path(__file__).resolve().parents[2] / "docs" / "examples" / "ci-rollout.sh"
+    plans = tmp_path / "plans"
+    plans.mkdir()
+    (plans / "ci-quick.yaml").write_text(QUICK_PLAN.format(name="ci-quick"))
+    env = server.cli_env()
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    result = subprocess.run(
+        ["sh", str(script), str(plans), "ci-quick", "60s"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert_no_traceback(result.stdout + result.stderr)
+    assert result.returncode == 0, result.stderr
+    assert "rollout/ci-quick created" in result.stdout
+    assert result.stdout.splitlines()[-1] == "rollout/ci-quick completed"
+    # Run again (the job retried): start is refused, the wait still answers at once.
+    again = subprocess.run(
+        ["sh", str(script), str(plans), "ci-quick", "60s"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert again.returncode == 0, again.stderr
+    assert "not started; waiting anyway" in again.stdout
