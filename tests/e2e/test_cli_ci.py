@@ -9,6 +9,7 @@ import http.server
 import json
 import os
 import pty
+import signal
 import subprocess
 import sys
 import threading
@@ -201,6 +202,17 @@ def test_watch_on_a_terminal_redraws_in_place(server: Server) -> None:
     assert "status:   rolled_back" in last and "plan:" in last
     assert "ended: rolled_back" in last
     assert_no_traceback(screen + err)
+
+
+def test_ctrl_c_ends_a_watch_with_130_and_no_traceback(server: Server) -> None:
+    start(server, SLOW_PLAN, "interrupted")
+    watcher = popen(server, "status", "interrupted", "--watch", "--interval", "0.2")
+    assert watcher.stdout is not None
+    assert "running" in watcher.stdout.readline()
+    watcher.send_signal(signal.SIGINT)
+    code, _, err = finish(watcher)
+    assert code == exits.INTERRUPTED == 130
+    assert err == ""
 
 
 def test_watch_needs_a_name(server: Server) -> None:
