@@ -588,3 +588,29 @@ def test_the_ci_example_script_applies_starts_and_waits(server: Server, tmp_path
     )
     assert again.returncode == 0, again.stderr
     assert "not started; waiting anyway" in again.stdout
+
+
+def test_wait_outlasts_a_server_restart(tmp_path: Path) -> None:
+    """A deploy restarts the controller while CI waits: the wait says so and goes on."""
+    port = free_port()
+    with running_server(tmp_path, port=port) as first:
+        start(first, SLOW_PLAN, "restarted")
+        waiter = popen(
+            first, "wait", "restarted", "--for", "rolled_back", "--timeout", "2m",
+            "--interval", "0.2",
+        )  # fmt: skip
+        assert waiter.stdout is not None
+        assert "running" in waiter.stdout.readline()
+    try:
+        # The server is gone now; the wait keeps looking.
+        assert "server not answering" in waiter.stdout.readline()
+        with running_server(tmp_path, port=port, database_url=first.database_url) as second:
+            rolled = rollout(second, "rollback", "restarted", "--immediate", "--reason", "x")
+            assert rolled.returncode == 0, rolled.stderr
+            code, out, _ = finish(waiter)
+    finally:
+        if waiter.poll() is None:
+            waiter.kill()
+            waiter.communicate()
+    assert code == 0
+    assert out.splitlines()[-1] == "rollout/restarted is rolled_back"
