@@ -348,12 +348,12 @@ def test_a_non_utf8_plan_file_is_one_clear_line(server: Server, tmp_path: Path) 
     latin1.write_bytes("rollout: caf\xe9\nflag: x\nsteps: [{stage: full}]\n".encode("latin-1"))
     from_file = rollout(server, "apply", "-f", str(latin1))
     assert from_file.returncode == exits.USAGE
-    assert from_file.stderr.strip() == (
-        f"rollout: cannot read {latin1}: not UTF-8 text (byte 0xe9 at offset 12); save it as UTF-8"
-    )
+    [line] = from_file.stderr.splitlines()
+    assert line.startswith(f"rollout: cannot read {latin1}: not UTF-8")
     from_stdin = rollout(server, "apply", "-f", "-", stdin=latin1.read_bytes())
     assert from_stdin.returncode == exits.USAGE
-    assert "cannot read -: not UTF-8 text" in from_stdin.stderr
+    [line] = from_stdin.stderr.splitlines()
+    assert line.startswith("rollout: cannot read -: not UTF-8")
 
 
 def test_a_closed_pipe_is_one_line_and_exit_141(server: Server) -> None:
