@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +44,22 @@ def files_in(directory: Path) -> list[Path]:
     return found
 
 
+def is_directory(name: str) -> bool:
+    return name != "-" and Path(name).is_dir()
+
+
 def apply(args: argparse.Namespace, api: Api) -> int:
-    if args.file != "-" and Path(args.file).is_dir():
-        return apply_directory(args, api, Path(args.file))
-    body = apply_one(api, args.file, read_text(args.file), args.dry_run)
+    def apply_file(name: str) -> dict[str, Any]:
+        return apply_one(api, name, read_text(name), args.dry_run)
+
+    if is_directory(args.file):
+        return apply_directory(
+            args,
+            Path(args.file),
+            apply_file,
+            lambda name, body: outcome(name, body, args.dry_run),
+        )
+    body = apply_file(args.file)
     if args.json:
         fmt.print_json(body)
     else:
@@ -54,12 +67,19 @@ def apply(args: argparse.Namespace, api: Api) -> int:
     return OK
 
 
-def apply_directory(args: argparse.Namespace, api: Api, directory: Path) -> int:
+def apply_directory(
+    args: argparse.Namespace,
+    directory: Path,
+    apply_file: Callable[[str], dict[str, Any]],
+    describe: Callable[[str, dict[str, Any]], str],
+) -> int:
+    """``apply_file(name)`` reads and applies one file (raising ``CliError`` when it
+    cannot); ``describe(name, body)`` is the line ``apply -f FILE`` prints for it."""
     files = files_in(directory)
     done: list[dict[str, Any]] = []
     for i, path in enumerate(files):
         try:
-            body = apply_one(api, str(path), read_text(str(path)), args.dry_run)
+            body = apply_file(str(path))
         except CliError as exc:
             rest = [p.name for p in files[i + 1 :]]
             raise CliError(
@@ -68,8 +88,9 @@ def apply_directory(args: argparse.Namespace, api: Api, directory: Path) -> int:
                 exc.exit_code,
             ) from None
         if not args.json:
-            line = outcome(str(path), body, args.dry_run)
-            print(line if args.dry_run else f"{path}: {line}", flush=True)
+            line = describe(str(path), body)
+            # The dry-run line names its file already; an applied one names its rollout.
+            print(line if line.startswith(str(path)) else f"{path}: {line}", flush=True)
         done.append({"file": str(path), **body})
     if args.json:
         fmt.print_json(done)
