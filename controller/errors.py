@@ -6,6 +6,7 @@
     ├── Invalid             the input is malformed; ``problems`` names each field
     ├── Conflict            the request does not fit the current state
     │   ├── VersionConflict a compare-and-swap lost: reload and retry
+    │   ├── AlreadyExists   the name is taken; ``problems`` names the field
     │   └── Refused         the action is not allowed from this state (reason given)
     ├── Unauthorized        no token, or an unknown or revoked one
     ├── Forbidden           the token's role may not do this
@@ -45,6 +46,14 @@ class VersionConflict(Conflict):
     def __init__(self, message: str, current_version: int | None = None) -> None:
         super().__init__(message)
         self.current_version = current_version
+
+
+class AlreadyExists(Conflict):
+    code = "already_exists"
+
+    def __init__(self, message: str, *, field: str, problem: str) -> None:
+        super().__init__(message)
+        self.problems: list[dict[str, object]] = [{"field": field, "message": problem}]
 
 
 class Refused(Conflict):

@@ -3,8 +3,8 @@ every UI request (``controller.ui.session`` holds the cookie and CSRF side).
 
 Only the SHA-256 of a session id is stored, with the hash of the token that signed in
 and an expiry, so every replica shares the session and a copy of the database opens
-none. Looking a session up checks its token again, so a revoked token signs its
-sessions out at the next page."""
+none. Looking a session up checks its token again, so a revoked or expired token signs
+its sessions out at the next page."""
 
 from __future__ import annotations
 
@@ -65,4 +65,6 @@ class UiSessions:
                     col(TokenRow.token_hash) == row.token_hash, col(TokenRow.revoked_at).is_(None)
                 )
             ).scalar_one_or_none()
-            return None if token is None else Principal(token.name, Role(token.role), token.id)
+            if token is None or (token.expires_at is not None and token.expires_at <= now):
+                return None
+            return Principal(token.name, Role(token.role), token.id, token.expires_at)

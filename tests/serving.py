@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -38,8 +39,10 @@ class Server:
         return httpx.Client(base_url=self.url, headers=headers, timeout=15)
 
     def token(self, role: str, name: str | None = None) -> str:
+        # Token names are unique among live tokens: a fresh default for every call.
+        name = name or f"test-{role}-{secrets.token_hex(3)}"
         with self.client() as c:
-            r = c.post("/api/v1/tokens", json={"name": name or f"test-{role}", "role": role})
+            r = c.post("/api/v1/tokens", json={"name": name, "role": role})
             r.raise_for_status()
             return str(r.json()["token"])
 

@@ -49,7 +49,7 @@ class ErrorAnswer(Answer):
     error: str = Field(description="a code: invalid, not_found, version_conflict, ...")
     message: str
     problems: list[Problem] | None = Field(
-        default=None, description="with 422 (and 400, 413): each bad field"
+        default=None, description="with 422 (and 400, 413, already_exists 409): each bad field"
     )
     current_version: int | None = Field(
         default=None, description="with version_conflict: the version to reload"
@@ -59,10 +59,11 @@ class ErrorAnswer(Answer):
 
 _ERROR_MEANING = {
     400: "the body or a header could not be read",
-    401: "no token, an unknown one or a revoked one",
+    401: "no token, an unknown one, a revoked one or an expired one",
     403: "the token's role may not",
     404: "no such resource",
-    409: "a conflict with the current state (version_conflict, action_refused, ...)",
+    409: "a conflict with the current state (version_conflict, action_refused, "
+    "already_exists, ...)",
     413: "the body is over ROLLOUT_MAX_BODY_BYTES",
     422: "a field is invalid; problems names each",
     429: "too many changes, or too many gate tests at once (Retry-After)",
@@ -429,6 +430,12 @@ class TokenAnswer(Answer):
     created_by: str
     created_at: Timestamp
     revoked_at: Timestamp | None
+    expires_at: Timestamp | None = Field(description="null: never expires")
+    expired: bool = Field(description="past expires_at: refused with 401")
+    last_used_at: Timestamp | None = Field(
+        description="the last request with this token; stored at most once a minute per "
+        "token, so up to a minute behind on other replicas; null: never used"
+    )
 
 
 class CreatedToken(TokenAnswer):

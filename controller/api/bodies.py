@@ -3,12 +3,14 @@ refused so a typo (``"forse": true``) is an error, not a silent no-op."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from controller.api.params import NO_NUL
-from controller.auth import Role
+from controller.auth import MAX_EXPIRY, Role
+from stages.durations import parse_duration
 
 # An action's reason goes into the audit log; the UI's forms take the same limit.
 REASON_MAX_LENGTH = 2000
@@ -52,6 +54,24 @@ class SwitchBody(Body):
 class TokenBody(Body):
     name: str = Field(min_length=1, max_length=128, pattern=NO_NUL)
     role: Role
+    expires: str | None = Field(
+        default=None,
+        max_length=64,
+        description="lifetime from now, e.g. 90d, 12h (at most 3650d); null: never expires",
+    )
+
+    @field_validator("expires")
+    @classmethod
+    def _lifetime(cls, value: str | None) -> str | None:
+        if value is not None:
+            span = parse_duration(value)  # its ValueError names the accepted forms
+            if not timedelta(0) < span <= MAX_EXPIRY:
+                raise ValueError(f"must be more than 0s and at most {MAX_EXPIRY.days}d")
+        return value
+
+    @property
+    def expires_in(self) -> timedelta | None:
+        return None if self.expires is None else parse_duration(self.expires)
 
 
 class FreezeBody(Body):

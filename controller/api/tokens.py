@@ -24,7 +24,11 @@ router = APIRouter(prefix="/api/v1/tokens", tags=["tokens"])
 @router.post("", status_code=201, response_model=CreatedToken, responses=errors(*CHANGE_ERRORS))
 def create_token(body: TokenBody, runtime: RuntimeDep, who: Admin) -> dict[str, Any]:
     token, secret = runtime.tokens.create(
-        name=body.name, role=body.role, created_by=who.actor, now=runtime.clock()
+        name=body.name,
+        role=body.role,
+        created_by=who.actor,
+        now=runtime.clock(),
+        expires_in=body.expires_in,
     )
     return {**token.view(), "token": secret}
 

@@ -1,7 +1,10 @@
-"""The ``rollout`` command. Everything but ``serve`` talks to a server over HTTP.
+"""The ``rollout`` command. Everything but ``serve`` talks to a server over HTTP
+(``transport.py``); exit codes and the no-traceback guard are in ``exits.py``.
 
 Exit codes: 0 done; 1 the server refused or failed (its message is printed);
-2 bad usage or input (argparse, unreadable file, missing token); 3 server unreachable.
+2 bad usage or input (argparse, unreadable file, missing token); 3 server unreachable
+or not the controller; 4 and 5 ``wait`` timed out, ended otherwise; 130 Ctrl-C;
+141 output closed early.
 """
 
 from __future__ import annotations
@@ -10,76 +13,22 @@ import argparse
 import json
 import os
 import sys
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
-import httpx
-
 from controller.cli import format as fmt
-from controller.cli import freeze_commands, plan_commands
+from controller.cli import freeze_commands, options, plan_commands, plan_files
+from controller.cli import wait as wait_command
+from controller.cli.exits import USAGE, CliError, guarded
+from controller.cli.options import DEFAULT_SERVER, positive_seconds
+from controller.cli.transport import Api
+from controller.cli.watch import watch
 
-_MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 ACTIONS = ("start", "pause", "resume", "advance", "approve", "rollback", "abort", "retry")
-DEFAULT_SERVER = "http://127.0.0.1:8080"
-
-
-class CliError(Exception):
-    def __init__(self, message: str, exit_code: int = 1) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-# -- HTTP ----------------------------------------------------------------------
-
-
-class Api:
-    def __init__(self, server: str, token: str | None, timeout: float = 15.0) -> None:
-        self.server = server.rstrip("/")
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.client = httpx.Client(base_url=self.server, headers=headers, timeout=timeout)
-
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        if method in _MUTATING and not path.startswith("/api/v1/evaluate/"):
-            # A fresh key per change: if the request is ever resent (by a proxy, or a
-            # retry), the server runs it once and answers the copy from its record.
-            kwargs["headers"] = {
-                **kwargs.get("headers", {}),
-                "Idempotency-Key": f'"{uuid.uuid4()}"',
-            }
-        try:
-            response = self.client.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise CliError(f"cannot reach the server at {self.server}: {exc}", 3) from None
-        if response.status_code == 204:
-            return None
-        try:
-            body = response.json()
-        except ValueError:
-            body = {"message": response.text}
-        if response.status_code >= 400 and not _is_evaluation(path, body):
-            raise CliError(_error_text(response.status_code, body), 1)
-        return body
-
-
-def _is_evaluation(path: str, body: Any) -> bool:
-    # A missing flag still comes back as an evaluation (404 with errorCode): show it.
-    return path.startswith("/api/v1/evaluate/") and isinstance(body, dict) and "reason" in body
-
-
-def _error_text(status: int, body: Any) -> str:
-    if not isinstance(body, dict):
-        return f"server answered {status}"
-    lines = [f"error ({status}): {body.get('message') or body.get('error') or body}"]
-    for problem in body.get("problems", []) or []:
-        where = problem.get("field", "?")
-        if problem.get("line"):
-            where += f" (line {problem['line']})"
-        lines.append(f"  - {where}: {problem.get('message', '')}")
-    return "\n".join(lines)
+__all__ = ["DEFAULT_SERVER", "Api", "CliError", "main"]
 
 
 def show(args: argparse.Namespace, data: Any, render: Callable[[Any], str]) -> None:
@@ -254,16 +203,14 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace, api: Api) -> int:
-    text = plan_commands.read_plan_file(args.file)
-    params = {"dry_run": "true"} if args.dry_run else None
-    request = {"yaml": text, "reason": args.reason or ""}
-    try:
-        body = api.call("POST", "/api/v1/plans", json=request, params=params)
-    except CliError as exc:
-        raise CliError(
-            f"{args.file}: plan rejected, nothing applied\n{exc}", exc.exit_code
-        ) from None
-    plan_commands.print_warnings(body)
+    if plan_files.is_directory(args.file):
+        return plan_files.apply_directory(
+            args,
+            Path(args.file),
+            lambda name: _apply_file(args, api, name),
+            lambda name, body: plan_commands.apply_text(body, name, args.dry_run),
+        )
+    body = _apply_file(args, api, args.file)
     if args.json:
         fmt.print_json(body)
     else:
@@ -271,7 +218,26 @@ def cmd_apply(args: argparse.Namespace, api: Api) -> int:
     return 0
 
 
+def _apply_file(args: argparse.Namespace, api: Api, name: str) -> dict[str, Any]:
+    """One plan file applied (or checked, with --dry-run); its warnings printed."""
+    text = plan_files.read_text(name)  # bytes, decoded strictly: stdin too
+    params = {"dry_run": "true"} if args.dry_run else None
+    request = {"yaml": text, "reason": args.reason or ""}
+    try:
+        body: dict[str, Any] = api.call("POST", "/api/v1/plans", json=request, params=params)
+    except CliError as exc:
+        if exc.exit_code == 3:
+            raise  # no answer (or not the controller's): whether it applied is unknown
+        raise CliError(f"{name}: plan rejected, nothing applied\n{exc}", exc.exit_code) from None
+    plan_commands.print_warnings(body)
+    return body
+
+
 def cmd_status(args: argparse.Namespace, api: Api) -> int:
+    if args.watch:
+        if not args.name:
+            raise CliError("status --watch needs a rollout NAME", USAGE)
+        return watch(args, api)
     if args.name:
         rollout = api.call("GET", f"/api/v1/rollouts/{args.name}")
         if args.json:
@@ -402,12 +368,16 @@ def cmd_flag(args: argparse.Namespace, api: Api) -> int:
 
 def cmd_token(args: argparse.Namespace, api: Api) -> int:
     if args.token_command == "create":
-        token = api.call("POST", "/api/v1/tokens", json={"name": args.name, "role": args.role})
+        body = {"name": args.name, "role": args.role}
+        if args.expires:
+            body["expires"] = args.expires
+        token = api.call("POST", "/api/v1/tokens", json=body)
         if args.json:
             fmt.print_json(token)
         else:
+            expiry = f", expires {token['expires_at'][:19]}Z" if token.get("expires_at") else ""
             print(
-                f"token {token['id']} ({token['role']}) for {token['name']}; "
+                f"token {token['id']} ({token['role']}) for {token['name']}{expiry}; "
                 "shown once, store it now:"
             )
             print(token["token"])
@@ -467,18 +437,15 @@ def _deliveries_table(deliveries: list[dict[str, Any]]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # --server, --token, --json, --request-timeout before the command or after it.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--server",
-        default=os.environ.get("ROLLOUT_SERVER", DEFAULT_SERVER),
-        help="controller URL (env ROLLOUT_SERVER; default %(default)s)",
-    )
-    common.add_argument("--token", default=None, help="API token (env ROLLOUT_TOKEN)")
-    common.add_argument("--json", action="store_true", help="print the server's JSON")
+    options.add_connection_options(common, defaults=False)
 
     parser = argparse.ArgumentParser(
         prog="rollout", description="Progressive rollouts with feature flags and Prometheus gates."
     )
+    options.add_connection_options(parser, defaults=True)
+    options.add_version(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="run the API, web UI and scheduler")
@@ -576,11 +543,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bt.add_argument("--approve", action="store_true", help="assume each approval granted at once")
     bt.add_argument("-v", "--verbose", action="store_true", help="print every hold too")
-    bt.add_argument("--json", action="store_true", help="print the timeline as JSON")
+    bt.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print the timeline as JSON"
+    )
     bt.add_argument("--prometheus", default=None, metavar="URL", help="env ROLLOUT_PROMETHEUS_URL")
 
     apply = sub.add_parser("apply", parents=[common], help="create or update a rollout from a plan")
-    apply.add_argument("-f", "--file", required=True, help="plan file (YAML), or - for stdin")
+    apply.add_argument(
+        "-f",
+        "--file",
+        required=True,
+        help="plan file (YAML), - for stdin, or a directory: each *.yaml/*.yml in name "
+        "order, stopping at the first refused",
+    )
     apply.add_argument(
         "--dry-run",
         action="store_true",
@@ -611,6 +586,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="LABEL=VALUE",
         help="only rollouts whose plan has this label (repeatable, all must hold)",
+    )
+    status.add_argument(
+        "-w", "--watch", action="store_true", help="a live view until the rollout ends (Ctrl-C)"
+    )
+    status.add_argument(
+        "--interval", type=positive_seconds, default=2.0, metavar="SECONDS",
+        help="with --watch: seconds between looks (default 2)",
+    )  # fmt: skip
+
+    wait_command.configure(
+        sub.add_parser(
+            "wait",
+            parents=[common],
+            help="wait until a rollout reaches a status (CI): exit 0 reached, 4 timeout, "
+            "5 ended otherwise",
+        )
     )
 
     for action in ACTIONS:
@@ -695,6 +686,9 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument(
         "--role", required=True, choices=["viewer", "operator", "admin", "sdk", "alerts"]
     )
+    create.add_argument(
+        "--expires", metavar="DURATION", help="refused after this long, e.g. 90d (default never)"
+    )
     tk_sub.add_parser("list", parents=[common])
     tk_sub.add_parser("revoke", parents=[common]).add_argument("id")
 
@@ -720,6 +714,7 @@ HANDLERS = {
     "diff": plan_commands.cmd_diff,
     "history": plan_commands.cmd_history,
     "status": cmd_status,
+    "wait": wait_command.wait,
     "eval": cmd_eval,
     "audit": cmd_audit,
     "gates": cmd_gates,
@@ -747,24 +742,23 @@ def _attach_times(argv: Sequence[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["backtest"]:
+    if "backtest" in argv:
         argv = _attach_times(argv)
     args = build_parser().parse_args(argv)
-    try:
-        if args.command == "serve":
-            sys.exit(cmd_serve(args))
-        if args.command == "demo":
-            sys.exit(cmd_demo(args))
-        if args.command == "db":
-            sys.exit(cmd_db(args))
-        if args.command == "backtest":
-            sys.exit(cmd_backtest(args))
-        token = args.token or os.environ.get("ROLLOUT_TOKEN")
-        if not token:
-            raise CliError("no API token: pass --token or set ROLLOUT_TOKEN", 2)
-        sys.exit(HANDLERS[args.command](args, Api(args.server, token)))
-    except CliError as exc:
-        print(f"rollout: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    guarded(lambda: run(args))
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.command == "serve":
+        return cmd_serve(args)
+    if args.command == "demo":
+        return cmd_demo(args)
+    if args.command == "db":
+        return cmd_db(args)
+    if args.command == "backtest":
+        return cmd_backtest(args)
+    token = args.token or os.environ.get("ROLLOUT_TOKEN")
+    if not token:
+        raise CliError("no API token: pass --token or set ROLLOUT_TOKEN", 2)
+    api = Api(args.server, token, timeout=args.request_timeout)
+    return HANDLERS[args.command](args, api)

@@ -279,10 +279,23 @@ def flag_table(flags: list[dict[str, Any]]) -> str:
 
 def token_table(tokens: list[dict[str, Any]]) -> str:
     rows = [
-        [t["id"], t["name"], t["role"], t["created_at"][:19], t["revoked_at"] or "-"]
+        [
+            t["id"],
+            t["name"],
+            t["role"],
+            _utc(t["created_at"]),
+            _utc(t.get("expires_at")) + (" (EXPIRED)" if t.get("expired") else ""),
+            _utc(t.get("last_used_at"), none="never"),
+            _utc(t["revoked_at"]),
+        ]
         for t in tokens
     ]
-    return table(["id", "name", "role", "created", "revoked"], rows)
+    return table(["id", "name", "role", "created", "expires", "last used", "revoked"], rows)
+
+
+def _utc(at: str | None, none: str = "-") -> str:
+    """``2026-12-04 18:22:01`` from an ISO timestamp in UTC (as the API writes them)."""
+    return at[:19].replace("T", " ") if at else none
 
 
 def readings_table(readings: list[dict[str, Any]]) -> str:

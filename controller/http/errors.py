@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from controller.api.answers import ErrorAnswer
 from controller.auth import Permission, require
 from controller.errors import (
+    AlreadyExists,
     Busy,
     Conflict,
     ControllerError,
@@ -65,7 +66,7 @@ async def _controller_error(_request: Request, exc: Exception) -> JSONResponse:
 
 def _controller_response(exc: ControllerError) -> JSONResponse:
     extra: dict[str, Any] = {}
-    if isinstance(exc, Invalid):
+    if isinstance(exc, Invalid | AlreadyExists):
         extra["problems"] = exc.problems
     if isinstance(exc, VersionConflict) and exc.current_version is not None:
         extra["current_version"] = exc.current_version

@@ -208,7 +208,7 @@ class EvaluationFastPath:
         generation = tokens.generation
         cached = self._principals.get(authorization)
         if cached is not None and cached[0] == generation:
-            return cached[1]
+            return tokens.admit(cached[1])  # expiry, and the last-used time
         principal = tokens.authenticate(authorization)
         if len(self._principals) >= MAX_PRINCIPALS:
             self._principals.clear()

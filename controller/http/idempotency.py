@@ -5,8 +5,9 @@ nothing) that carries ``Idempotency-Key`` runs once per principal and key. A ret
 with the same key gets the first answer again (status, body, content type and
 ``Idempotent-Replayed: true``) and changes nothing. The same key on another request
 (method, path, query or body) is refused with 422; a retry while the first request
-still runs gets 409. A bad header value gets 400. Answers of 5xx are not kept, so a
-retry after a server failure runs again; 2xx, 3xx and 4xx answers are replayed.
+still runs gets 409. A bad header value gets 400. Answers of 5xx and 429 are not
+kept, so a retry after a server failure or a "too busy" runs again (the CLI retries
+those with the same key); other 2xx, 3xx and 4xx answers are replayed.
 
 Keys are scoped by the principal's token id (never the token), so two principals'
 keys never meet. They are kept in the database, so they hold across replicas and
@@ -383,7 +384,7 @@ class Idempotency:
             raise
         start = next((m for m in held if m["type"] == "http.response.start"), None)
         status = int(start["status"]) if start else 500
-        if status >= 500:
+        if status >= 500 or status == 429:  # "not now": nothing was done, try again
             await self._forget(principal, key, claim)
         else:
             content = b"".join(

@@ -54,6 +54,7 @@ class SnapshotRefresher:
         if self._thread is not None:
             self._thread.join(timeout=timeout)
             self._thread = None
+            self._tokens.save_last_used(all_pending=True)
 
     @property
     def running(self) -> bool:
@@ -62,6 +63,9 @@ class SnapshotRefresher:
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
             self.poll()
+            # This thread already talks to the database every poll; the write is
+            # at most one a minute per token in use (controller.auth.UseLog).
+            self._tokens.save_last_used()
 
     # -- one poll ----------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlmodel import Field, SQLModel
 
@@ -115,6 +116,16 @@ class AuditRow(SQLModel, table=True):
 
 class TokenRow(SQLModel, table=True):
     __tablename__ = "tokens"
+    # A name is one live token's: revoking a token frees its name for the replacement.
+    __table_args__ = (
+        Index(
+            "ux_tokens_live_name",
+            "name",
+            unique=True,
+            sqlite_where=text("revoked_at IS NULL"),
+            postgresql_where=text("revoked_at IS NULL"),
+        ),
+    )
 
     id: str = Field(primary_key=True, max_length=32)
     name: str = Field(max_length=128)
@@ -124,6 +135,9 @@ class TokenRow(SQLModel, table=True):
     created_by: str = Field(max_length=128)
     created_at: datetime = _ts()
     revoked_at: datetime | None = _ts(nullable=True)
+    expires_at: datetime | None = _ts(nullable=True)
+    # Written at most once a minute per token (controller.auth.UseRecorder), not per request.
+    last_used_at: datetime | None = _ts(nullable=True)
 
 
 class RevisionRow(SQLModel, table=True):

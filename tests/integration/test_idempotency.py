@@ -352,3 +352,35 @@ def test_server_errors_are_not_kept_so_a_retry_runs_again(store: Store) -> None:
     assert (replayed.status_code, replayed.json()["call"]) == (409, 2)
     assert replayed.headers["idempotent-replayed"] == "true"
     assert len(calls) == 2
+
+
+def test_a_busy_answer_is_not_kept_so_a_retry_runs(store: Store) -> None:
+    """429 means nothing was done (a gate-test slot was taken): the CLI retries it with
+    the same key, which must run the request, not replay the 429."""
+    calls: list[str] = []
+
+    async def busy_once(request: Request) -> Response:
+        calls.append(request.url.path)
+        if len(calls) == 1:
+            return JSONResponse({"error": "busy"}, status_code=429, headers={"Retry-After": "1"})
+        return JSONResponse({"call": len(calls)}, status_code=200)
+
+    inner = Starlette(routes=[Route("/api/v1/thing", busy_once, methods=["POST"])])
+    app = Idempotency(
+        inner,
+        keys=IdempotencyKeys(store, ttl=timedelta(hours=1)),
+        tokens=TokenRegistry(store, ADMIN_TOKEN),
+        clock=lambda: datetime.now(UTC),
+    )
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Idempotency-Key": "k429"}
+
+    async def three_tries() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return [await client.post("/api/v1/thing", json={}, headers=headers) for _ in range(3)]
+
+    busy, ran, replayed = anyio.run(three_tries)
+    assert busy.status_code == 429
+    assert (ran.status_code, ran.json()["call"]) == (200, 2)
+    assert replayed.headers["idempotent-replayed"] == "true" and replayed.json()["call"] == 2
+    assert len(calls) == 2
