@@ -112,4 +112,5 @@ def test_the_docs_example_plan_is_valid(server: Server) -> None:
     checked = rollout(server, "apply", "--dry-run", "-f", str(EXAMPLES / "labelled-ramp.yaml"))
 
     assert checked.returncode == 0, checked.stderr
-    assert "valid (4 steps)" in checked.stdout
+    assert "valid; applying it now would create" in checked.stdout
+    assert "(4 steps)" in checked.stdout
