@@ -175,7 +175,7 @@ def evaluate(
     # With a user spread, half the budget is for the requests (the sequential test) and
     # half for who is on each side (the allowance).
     half = alpha / 2 if spec.user_spread > 0 else alpha
-    allowance = user_allowance(spec.user_spread, _group_share(expected_share, share), half)
+    allowance = user_allowance(spec.user_spread, _group_share(expected_share, share), half, margin)
     step = _Step(0.0, 0.0, 0.0, allowance)
     if _mismatch(share, srm_p, expected_share, spec.srm_tolerance):
         unless: Verdict | None = Verdict.ASSIGNMENT
@@ -202,16 +202,22 @@ class _Step:
     allowance: float
 
 
-def user_allowance(spread: float, share: float | None, alpha: float) -> float:
-    """How far the gap between a random group of users (``share`` of them) and the rest
-    can be from the change's own effect, by chance of who is in the group, at level
-    ``alpha``: the z-quantile times ``spread`` scaled from a 1 % group to this share.
-    Drawn once per step and fixed while the step lasts, so one bound holds at every
-    look; the test of the requests takes the rest of the budget."""
+def user_allowance(spread: float, share: float | None, alpha: float, margin: float) -> float:
+    """How much wider than the margin the interval must stay clear of, for who is in a
+    random group of users (``share`` of them): the chance gap between the group and the
+    rest is below z * ``spread`` (scaled from a 1 % group to this share) but for
+    ``alpha``, and a change that does nothing is rolled back only when the gap passes
+    the margin, so the margin already absorbs that much of it. The gap is drawn once per
+    step and fixed while the step lasts, so one bound holds at every look; the test of
+    the requests takes the rest of the budget.
+
+    What this protects is a change that does nothing (docs/concepts.md, "Who is on each
+    side"): one already near the margin may be rolled back when its group also drew the
+    users with more errors."""
     if spread <= 0 or share is None or not 0 < share < 1:
         return 0.0
     scale = math.sqrt(_SPREAD_SHARE * (1 - _SPREAD_SHARE) / (share * (1 - share)))
-    return NormalDist().inv_cdf(1 - alpha) * spread * scale
+    return max(0.0, NormalDist().inv_cdf(1 - alpha) * spread * scale - margin)
 
 
 def _group_share(expected: float | None, measured: float | None) -> float | None:

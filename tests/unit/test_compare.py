@@ -418,20 +418,26 @@ def test_with_the_user_spread_changes_that_do_nothing_stay_within_the_budget() -
 
 
 def test_the_allowance_shrinks_as_the_group_grows() -> None:
-    at = {f: compare.user_allowance(0.001, f, 0.025) for f in (0.01, 0.05, 0.25, 0.5)}
-    assert at[0.01] == pytest.approx(NormalDist().inv_cdf(0.975) * 0.001)
+    z = NormalDist().inv_cdf(0.975)
+    at = {f: compare.user_allowance(0.001, f, 0.025, 0.0) for f in (0.01, 0.05, 0.25, 0.5)}
+    assert at[0.01] == pytest.approx(z * 0.001)
     assert at[0.01] > at[0.05] > at[0.25] > at[0.5] > 0
     # The gap's variance goes as 1 / (f (1 - f)).
     assert at[0.25] / at[0.01] == pytest.approx(math.sqrt(0.01 * 0.99 / (0.25 * 0.75)))
-    assert compare.user_allowance(0.0, 0.01, 0.025) == 0.0
-    assert compare.user_allowance(0.001, None, 0.025) == 0.0
+    assert compare.user_allowance(0.0, 0.01, 0.025, 0.0) == 0.0
+    assert compare.user_allowance(0.001, None, 0.025, 0.0) == 0.0
+    # The margin absorbs what it can: a gap within it rolls back nothing that does
+    # nothing, so only the rest widens the interval, and a wide group needs none.
+    assert compare.user_allowance(0.001, 0.01, 0.025, 0.001) == pytest.approx(z * 0.001 - 0.001)
+    assert compare.user_allowance(0.001, 0.25, 0.025, 0.001) == 0.0
 
 
 def test_a_gross_regression_is_still_caught_through_the_allowance() -> None:
     spec = Comparison(events="e", exposures="x", worse_by=0.001, user_spread=0.0009)
     stats = _stats(Side(30, 500), Side(250, 50_000), spec=spec, expected_share=0.01)
     assert stats.verdict is Verdict.REGRESSION
-    assert stats.allowance == pytest.approx(compare.user_allowance(0.0009, 0.01, 0.005))
+    assert stats.allowance == pytest.approx(compare.user_allowance(0.0009, 0.01, 0.005, 0.001))
+    assert stats.allowance > 0
     assert stats.alpha == 0.01  # the gate's whole budget is shown, not its halves
     assert "for who is on each side" in describe(stats, "rollback")
 
