@@ -33,6 +33,8 @@ from controller.ui_sessions import UiSessions
 
 log = logging.getLogger(__name__)
 
+APPLY_QUERY_CHECK_S = 3.0  # the longest an apply waits for Prometheus to parse its queries
+
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
@@ -81,10 +83,12 @@ class Runtime:
         self.read_models.default_windows = self.rollouts.default_windows
         self.ui_sessions = UiSessions(self.store)
         self.plan_history = PlanHistory(self.store)
-        # Gate queries are parsed by the Prometheus the gates read, within one gate timeout.
+        # Gate queries are parsed by the Prometheus the gates read, within one gate timeout
+        # and never more than APPLY_QUERY_CHECK_S: a hanging Prometheus must not hold an
+        # apply (or a client's request) for a long gate timeout; it is a warning then.
         if isinstance(self.gates, PrometheusGates):
             self.rollouts.query_syntax = self.gates
-        self.rollouts.query_check_seconds = self.settings.gate_timeout
+        self.rollouts.query_check_seconds = min(self.settings.gate_timeout, APPLY_QUERY_CHECK_S)
         self.freezes = Freezes(self.store, self.changed)
         self.leases = Leases(self.store, self.replica_id)
         self.outbox = Outbox(

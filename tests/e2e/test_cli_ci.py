@@ -206,7 +206,17 @@ def test_watch_on_a_terminal_redraws_in_place(server: Server) -> None:
 
 def test_ctrl_c_ends_a_watch_with_130_and_no_traceback(server: Server) -> None:
     start(server, SLOW_PLAN, "interrupted")
-    watcher = popen(server, "status", "interrupted", "--watch", "--interval", "0.2")
+    # Ctrl-C as a terminal sends it. A child of a shell job started with `&` inherits
+    # SIGINT ignored (and Python then keeps it ignored), as CI runs may be: undo that.
+    watcher = popen(
+        server,
+        "status",
+        "interrupted",
+        "--watch",
+        "--interval",
+        "0.2",
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     assert watcher.stdout is not None
     assert "running" in watcher.stdout.readline()
     watcher.send_signal(signal.SIGINT)
@@ -554,7 +564,10 @@ def test_retries_are_bounded() -> None:
 def test_retries_against_the_real_server_apply_a_change_once(tmp_path: Path) -> None:
     """The real rate limiter answers 429 with Retry-After; the CLI waits and retries
     the same change (same key), and the server applies it once."""
-    env = {"ROLLOUT_RATE_LIMIT_PER_MIN": "60", "ROLLOUT_RATE_LIMIT_BURST": "1"}
+    # One change per 10 s: the start comes well within that of the apply, however
+    # slowly a busy machine starts the second command, and Retry-After (10 s) is
+    # within what the CLI waits.
+    env = {"ROLLOUT_RATE_LIMIT_PER_MIN": "6", "ROLLOUT_RATE_LIMIT_BURST": "1"}
     with running_server(tmp_path, extra_env=env) as s:
         plan = SLOW_PLAN.format(name="limited").encode()
         first = run("apply", "-f", "-", env=s.cli_env(), stdin=plan)

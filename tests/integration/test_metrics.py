@@ -46,6 +46,11 @@ class FakePrometheus(BaseHTTPRequestHandler):
     """Every query is 0.25 but ``metric_broken``, which Prometheus refuses."""
 
     def _answer(self, query: str) -> None:
+        if urlsplit(self.path).path == "/api/v1/format_query":
+            # Every query parses at apply (controller.plan_checks); the broken one fails
+            # only when run, which is what this test reads.
+            self._send(200, {"status": "success", "data": query})
+            return
         if "metric_broken" in query:
             status = 400
             body: dict[str, Any] = {
@@ -57,6 +62,9 @@ class FakePrometheus(BaseHTTPRequestHandler):
             status = 200
             result = [{"metric": {}, "value": [time.time(), str(GOOD_VALUE)]}]
             body = {"status": "success", "data": {"resultType": "vector", "result": result}}
+        self._send(status, body)
+
+    def _send(self, status: int, body: dict[str, Any]) -> None:
         raw = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")

@@ -83,6 +83,10 @@ class FakeTokens:
     generation: int = 0
     calls: int = 0
 
+    def admit(self, principal: Principal) -> Principal:
+        # A cached principal checked again; the fake's tokens never expire.
+        return principal
+
     def authenticate(self, authorization: str | None) -> Principal:
         self.calls += 1
         if not authorization:
