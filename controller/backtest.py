@@ -156,7 +156,7 @@ def unknown_variables(plan: Plan, at: datetime) -> list[str]:
     problems: list[str] = []
     gates = {g.name: g for i in range(len(plan.steps)) for g in plan.gates_for(i, baking=True)}
     for gate in gates.values():
-        for template in _templates(gate):
+        for _, template in gate.query_templates():
             try:
                 names = {p.name for p in placeholders(template)}
             except QueryTemplateError as exc:
@@ -167,12 +167,6 @@ def unknown_variables(plan: Plan, at: datetime) -> list[str]:
                 for n in sorted(names - known)
             ]
     return problems
-
-
-def _templates(gate: Gate) -> list[str]:
-    if gate.compare is not None:
-        return [gate.compare.events, gate.compare.exposures]
-    return [t for t in (gate.query, gate.baseline, gate.samples) if t is not None]
 
 
 def query_errors(source: AsOf, plan: Plan, start: datetime, at: datetime) -> list[str]:

@@ -172,9 +172,7 @@ def evaluate(
     margin = spec.worse_by
     prior = carried if carried is not None and carried.margin == margin else Evidence(margin)
     share, srm_p = _sample_ratio(new, old, expected_share)
-    # With a user spread, half the budget is for the requests (the sequential test) and
-    # half for who is on each side (the allowance).
-    half = alpha / 2 if spec.user_spread > 0 else alpha
+    half = _test_alpha(spec, alpha)
     allowance = user_allowance(spec.user_spread, _group_share(expected_share, share), half, margin)
     step = _Step(0.0, 0.0, 0.0, allowance)
     if _mismatch(share, srm_p, expected_share, spec.srm_tolerance):
@@ -189,9 +187,14 @@ def evaluate(
         unless = None
         log_e = log_e_regression(new, old.rate + margin + allowance, _scale(margin))
         step = _Step(weight * (new.rate - old.rate), weight, log_e, allowance)
-    stats = _pooled(spec, new, old, prior, step, unless, half, min_samples, share, srm_p,
-                    expected_share, steps)  # fmt: skip
-    return replace(stats, alpha=alpha)
+    return _pooled(spec, new, old, prior, step, unless, alpha, min_samples, share, srm_p,
+                   expected_share, steps)  # fmt: skip
+
+
+def _test_alpha(spec: Comparison, alpha: float) -> float:
+    # With a user spread, half the budget is for the requests (the sequential test) and
+    # half for who is on each side (the allowance).
+    return alpha / 2 if spec.user_spread > 0 else alpha
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,8 +243,10 @@ def _pooled(
     expected_share: float | None,
     steps: int,
 ) -> CompareStats:
-    """Pool this step's contribution with the earlier steps' and read the interval.
+    """Pool this step's contribution with the earlier steps' and read the interval, at
+    the part of the gate's budget ``alpha`` the requests' test has (``_test_alpha``).
     ``unless`` (waiting, assignment) wins over an undecided pooled interval."""
+    level = _test_alpha(spec, alpha)
     margin = spec.worse_by
     weighted = prior.weighted + step.weighted
     information = prior.information + step.information
@@ -254,7 +259,7 @@ def _pooled(
         scales = sequential.taus(_scale(margin))
         allowance = (prior.allowance_weighted + step.information * step.allowance) / information
         interval = _widened(
-            sequential.confidence_sequence(weighted, information, alpha, scales), allowance
+            sequential.confidence_sequence(weighted, information, level, scales), allowance
         )
         if (
             prior.segments
@@ -265,7 +270,7 @@ def _pooled(
             # A regression may begin at this step: its own interval may show it where
             # the pooled one, diluted by healthy steps before, does not yet.
             alone = _widened(
-                sequential.confidence_sequence(step.weighted, step.information, alpha, scales),
+                sequential.confidence_sequence(step.weighted, step.information, level, scales),
                 step.allowance,
             )
             if alone.low > margin:
@@ -274,11 +279,11 @@ def _pooled(
         pooled = information > step.information
         estimate, low, high = weighted / information, interval.low, interval.high
         statistic = (estimate - margin) * math.sqrt(information)
-        verdict = _verdict(interval, margin, log_e, alpha, unless, prior.regressed_at)
+        verdict = _verdict(interval, margin, log_e, level, unless, prior.regressed_at)
         if verdict is Verdict.UNDECIDED:
             distance = abs(estimate - margin) - allowance
             needed = (
-                _needed(new, step, distance, information, alpha, scales) if distance > 0 else None
+                _needed(new, step, distance, information, level, scales) if distance > 0 else None
             )
     return CompareStats(
         verdict, new, old, margin, alpha, estimate, low, high, statistic, needed,

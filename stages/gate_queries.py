@@ -93,16 +93,13 @@ def _queries(gate_path: str, gate: Gate, variables: Mapping[str, str]) -> list[G
 
 
 def _templates(gate: Gate) -> list[tuple[str, str, str]]:
-    """(role, field, template) of each query the gate sends."""
-    compare = gate.compare
-    if compare is not None:
-        derived = compare.histogram is not None
-        return [
-            ("events", "histogram" if derived else "events", compare.events),
-            ("exposures", "histogram" if derived else "exposures", compare.exposures),
-        ]
-    roles = (("query", gate.query), ("baseline", gate.baseline), ("samples", gate.samples))
-    return [(role, role, template) for role, template in roles if template is not None]
+    """(role, field, template) of each query the gate sends: the plan field a problem
+    names, which for a compare gate's derived queries is ``histogram``."""
+    derived = gate.compare is not None and gate.compare.histogram is not None
+    return [
+        (role, "histogram" if derived else role, template)
+        for role, template in gate.query_templates()
+    ]
 
 
 # --- positions -----------------------------------------------------------------------------

@@ -119,6 +119,14 @@ class Gate:
     def observe_only(self) -> bool:
         return self.mode is GateMode.OBSERVE
 
+    def query_templates(self) -> list[tuple[str, str]]:
+        """(role, template) of each query the gate sends, the main one first: a compare
+        gate's events and exposures, a threshold gate's query, baseline and samples."""
+        if self.compare is not None:
+            return [("events", self.compare.events), ("exposures", self.compare.exposures)]
+        roles = (("query", self.query), ("baseline", self.baseline), ("samples", self.samples))
+        return [(role, template) for role, template in roles if template is not None]
+
     def thresholds(self) -> dict[str, float]:
         """The thresholds that are set, by name, in checking order."""
         out: dict[str, float] = {}

@@ -231,7 +231,7 @@ class PrometheusGates:
         role = "query"
         values: dict[str, float | None] = {}
         try:
-            for role, template in _templates(gate):
+            for role, template in gate.query_templates():
                 resolved = render_query(template, variables)
                 if role == "query":
                     query = resolved
@@ -441,12 +441,6 @@ def _split_userinfo(url: str) -> tuple[str, str | None]:
     user = urllib.parse.unquote(parts.username or "")
     password = urllib.parse.unquote(parts.password or "")
     return bare, basic_authorization(user, password)
-
-
-def _templates(gate: Gate) -> list[tuple[str, str]]:
-    """The gate's query templates by role, the main query first."""
-    roles = [("query", gate.query), ("baseline", gate.baseline), ("samples", gate.samples)]
-    return [(role, template) for role, template in roles if template is not None]
 
 
 # --- the answer ----------------------------------------------------------------------------

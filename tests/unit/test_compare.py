@@ -381,10 +381,7 @@ def _heterogeneous_rollbacks(spec: Comparison, runs: int, seed: int) -> int:
     rolled = 0
     for _ in range(runs):
         p_new, p_old, share = _side_rates(rng)
-        n_new = np.cumsum(rng.poisson(20_000 * share, 60))
-        n_old = np.cumsum(rng.poisson(20_000 * (1 - share), 60))
-        x_new = np.cumsum(rng.binomial(np.diff(n_new, prepend=0), p_new))
-        x_old = np.cumsum(rng.binomial(np.diff(n_old, prepend=0), p_old))
+        n_new, x_new, n_old, x_old = _draw(Traffic(p_old, p_new - p_old, share, 20_000, 60), rng)
         for k in range(60):
             stats = evaluate(
                 spec,
