@@ -1,8 +1,9 @@
 """``rollout backtest``: a plan's gates replayed over Prometheus history.
 
 The walk is the live controller's check at every instant it would have checked, from
-``start`` every ``plan.interval`` to ``end``: the scheduler's own ``read_gates`` (with
-the variables it would pass at that state, ``${step_window}`` included), read as of
+``start`` every ``plan.interval`` to ``end``: the scheduler's own ``read_gates``
+(controller/gates/reading.py, with the variables it would pass at that state,
+``${step_window}`` included), read as of
 that instant, then ``stages.transitions.tick``, the ``decide()`` and ``apply`` the
 scheduler and ``record_decision`` run. Nothing is written anywhere.
 
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
-from controller.jobs.scheduler import query_variables, read_gates
+from controller.gates.reading import query_variables, read_gates
 from controller.rollouts import DECISION_ACTIONS
 from stages.actions import Action, perform
 from stages.decisions import TRANSITIONS, AwaitApproval, Decision
@@ -31,6 +32,7 @@ from stages.plan import Gate, Plan
 from stages.query_templates import QueryTemplateError, placeholders
 from stages.state import GateReading, Outcome, RolloutState, Status
 from stages.transitions import enter_step, tick
+from stages.windows import Window
 
 # A walk longer than this many checks is refused: 7 days at 1 s would be 604,800
 # checks of every gate, hours against any Prometheus. Widen the plan's interval.
@@ -126,12 +128,17 @@ class _Walk:
     last_check: datetime | None = None
 
 
-def initial_state(plan: Plan, at: datetime, step: int = 0) -> RolloutState:
+def initial_state(
+    plan: Plan, at: datetime, step: int = 0, *, default_windows: tuple[Window, ...] = ()
+) -> RolloutState:
     """A rollout started at ``at``, as ``rollout start`` leaves it; at ``step`` (0-based)
-    if asked, as if it had just entered that step."""
+    if asked, as if it had just entered that step. ``default_windows`` are the global
+    change windows (ROLLOUT_CHANGE_WINDOWS) for a plan without its own, as the live
+    controller gives each state it loads."""
     if not 0 <= step < len(plan.steps):
         raise BacktestError(f"--step {step + 1}: the plan has steps 1 to {len(plan.steps)}")
-    started = perform(RolloutState(plan), Action.START, at, reason="backtest start")
+    fresh = RolloutState(plan, default_windows=default_windows)
+    started = perform(fresh, Action.START, at, reason="backtest start")
     if step == 0:
         return started
     return enter_step(started, step, Status.RUNNING, at, f"backtest starts at step {step + 1}")
@@ -190,11 +197,12 @@ def backtest(
     step: int = 0,
     approve: bool = False,
     holds: bool = False,
+    default_windows: tuple[Window, ...] = (),
     progress: Callable[[int, int], None] | None = None,
 ) -> Timeline:
     """Walk the checks from ``start`` to ``end``. ``holds`` records every hold too."""
     total = check_instants(plan, start, end)
-    state = initial_state(plan, start, step)
+    state = initial_state(plan, start, step, default_windows=default_windows)
     walk = _Walk()
     for index in range(total):
         at = start + index * plan.interval

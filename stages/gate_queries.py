@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from stages.plan import Gate, Plan
 from stages.query_templates import QueryTemplateError, placeholders, render_query
 
-# What a gate query may refer to as ``${name}``: the scheduler's ``query_variables``
-# gives each a value at every check (tests/unit/test_gate_queries.py holds them equal).
+# What a gate query may refer to as ``${name}``: ``query_variables`` in
+# controller/gates/reading.py gives each a value at every check
+# (tests/unit/test_gate_queries.py holds them equal).
 VARIABLES = (
     *("rollout", "flag", "stage", "step", "percent", "new_variant", "old_variant"),
     "step_window",

@@ -22,7 +22,7 @@ from controller.api.bodies import Body
 from controller.api.params import PathText, QueryText
 from controller.errors import Busy, Invalid
 from controller.gates import history as gate_history
-from controller.jobs.scheduler import query_variables, read_gate
+from controller.gates.reading import query_variables, read_gate
 from controller.rollouts import plan_problems
 from controller.runtime import Reader, Runtime, RuntimeDep
 from stages.decide import decide

@@ -182,7 +182,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         raise CliError(f"{args.file}: " + "; ".join(unknown), 2)
     overrides = {"prometheus_url": args.prometheus} if args.prometheus else {}
     try:
-        reader = prometheus_gates(Settings(**overrides))
+        settings = Settings(**overrides)
+        reader = prometheus_gates(settings)
     except (ValidationError, SettingsError) as exc:
         raise CliError(explain_settings_error(exc), 2) from None
     except ValueError as exc:
@@ -193,7 +194,14 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     if broken := bt.query_errors(source, plan, start, end):
         raise CliError(f"{args.file}: queries that fail:\n" + "\n".join(broken), 1)
     timeline = bt.backtest(
-        plan, source, start, end, step=args.step - 1, approve=args.approve, holds=args.verbose
+        plan,
+        source,
+        start,
+        end,
+        step=args.step - 1,
+        approve=args.approve,
+        holds=args.verbose,
+        default_windows=settings.default_windows(),
     )
     if args.json:
         fmt.print_json(bfmt.timeline_json(timeline))

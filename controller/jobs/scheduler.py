@@ -30,6 +30,7 @@ from sqlmodel import col, select
 from controller.errors import NotFound, Refused, VersionConflict
 from controller.gates import history as gate_history
 from controller.gates.prometheus import GateSource
+from controller.gates.reading import read_gates
 from controller.rollouts import Rollouts
 from controller.storage.leases import Leases
 from controller.storage.store import Store
@@ -38,8 +39,7 @@ from stages.actions import Action
 from stages.decide import decide
 from stages.decisions import Decision, Hold
 from stages.durations import parse_duration
-from stages.plan import Gate
-from stages.state import ACTIVE_STATUSES, GateReading, Outcome, RolloutState, serving
+from stages.state import ACTIVE_STATUSES, GateReading, Outcome, RolloutState
 
 log = logging.getLogger(__name__)
 
@@ -73,47 +73,6 @@ _PRUNE = "(prune gate history)"  # not a rollout name: those are refused with pa
 Blocker = Callable[[RolloutState, datetime], Sequence[str]]
 # Run once per pass with its ``now``, never raising into it (freeze expiry).
 PassHook = Callable[[datetime], object]
-
-
-def query_variables(state: RolloutState, now: datetime) -> dict[str, str]:
-    """What a gate query may refer to as ``${name}``. ``step_window`` is the time since
-    the current step began, in whole seconds and at least 1 (a range selector of 0 is
-    refused): a compare gate counts ``increase(...[${step_window}])`` over this step only."""
-    step = state.plan.steps[state.step]
-    began = state.step_started_at or now
-    seconds = max(1, int((now - began).total_seconds()))
-    return {
-        "rollout": state.plan.rollout,
-        "flag": state.plan.flag,
-        "stage": step.stage.value,
-        "step": str(state.step + 1),
-        "percent": f"{serving(state).percent if state.baking else step.percent:g}",
-        "new_variant": state.plan.new_variant,
-        "old_variant": state.plan.old_variant,
-        "step_window": f"{seconds}s",
-    }
-
-
-def read_gates(
-    gates: GateSource, state: RolloutState, now: datetime, deadline: float | None = None
-) -> list[GateReading]:
-    variables = query_variables(state, now)
-    return [read_gate(gates, gate, variables, now, state, deadline) for gate in state.gates_now()]
-
-
-def read_gate(
-    gates: GateSource,
-    gate: Gate,
-    variables: Mapping[str, str],
-    now: datetime,
-    state: RolloutState,
-    deadline: float | None = None,
-) -> GateReading:
-    """One gate's reading. Only a compare gate is given the state (its evidence from
-    earlier steps): a source that reads threshold gates only needs no ``state``."""
-    if gate.compare is None:
-        return gates.read(gate, variables, now, deadline=deadline)
-    return gates.read(gate, variables, now, deadline=deadline, state=state)
 
 
 def check_deadline(interval: timedelta) -> timedelta:
@@ -658,7 +617,4 @@ __all__ = [
     "CheckResult",
     "Scheduler",
     "check_deadline",
-    "query_variables",
-    "read_gate",
-    "read_gates",
 ]

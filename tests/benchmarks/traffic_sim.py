@@ -52,7 +52,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from controller.demo.service import LATENCY_BUCKETS_MS
-from controller.jobs.scheduler import query_variables
+from controller.gates.reading import query_variables
 from flags.bucketing import bucket, percent_to_units
 from stages.compare import Side
 from stages.decisions import Decision, Pause, RollBack, StepBack

@@ -28,7 +28,8 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_late
 from controller.demo.prometheus_process import PrometheusProcess
 from controller.gates import history as gate_history
 from controller.gates.prometheus import PrometheusGates
-from controller.jobs.scheduler import Scheduler, query_variables
+from controller.gates.reading import query_variables
+from controller.jobs.scheduler import Scheduler
 from controller.rollouts import Rollouts, parse_plan_input
 from controller.storage.leases import Leases
 from controller.storage.mapping import state_from_row

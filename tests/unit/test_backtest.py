@@ -21,6 +21,7 @@ from stages.gates import classify
 from stages.plan import Gate
 from stages.query_templates import render_query
 from stages.state import GateReading, Outcome, RolloutState, Status
+from stages.windows import Window
 from tests.unit.plans import MINUTE, T0, at, gate, ramp, with_step
 
 Value = Callable[[Gate, datetime, Mapping[str, str]], float | None]
@@ -223,3 +224,17 @@ def test_times_as_people_write_them(text: str, expected: datetime) -> None:
 def test_a_time_that_is_none_is_refused_with_the_forms_that_are(text: str) -> None:
     with pytest.raises(BacktestError):
         parse_time(text, NOW)
+
+
+def test_the_global_change_windows_hold_a_plan_without_its_own() -> None:
+    # T0 is a Wednesday, 12:00 UTC; the window opens at 12:07. The plan declares no
+    # windows, so ROLLOUT_CHANGE_WINDOWS applies, as it does live.
+    plan = ramp(3, gates=[ERRORS])
+    history = FakeHistory(errors_jump_at(at(minutes=999)))
+    office = (Window(days=frozenset({2}), opens=12 * 60 + 7, closes=13 * 60, tz="UTC"),)
+
+    live_like = backtest(plan, AsOf(history), T0, at(minutes=60), default_windows=office)
+    unwindowed = backtest(plan, AsOf(history), T0, at(minutes=60))
+
+    assert moves(unwindowed.events)[0] == (5, "advance", 0, 1, Status.RUNNING)
+    assert moves(live_like.events)[0] == (7, "advance", 0, 1, Status.RUNNING)

@@ -10,7 +10,7 @@ import textwrap
 import pytest
 
 from controller.gates.prometheus import SyntaxUnchecked
-from controller.jobs.scheduler import query_variables
+from controller.gates.reading import query_variables
 from controller.plan_checks import check_gate_queries, refusal
 from stages.gate_queries import VARIABLES, gate_queries, template_position
 from stages.planfile import parse_plan
