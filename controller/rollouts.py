@@ -812,8 +812,13 @@ def with_kill_switch(view: dict[str, Any], enabled: bool | None) -> dict[str, An
 
 
 def _reading_json(r: GateReading) -> dict[str, Any]:
+    """A reading as the audit keeps it; a compare reading keeps its counts per side, the
+    interval and the budget spent, so the entry alone says why the gate decided."""
     view = gate_history.reading_view(r)
-    return {k: view[k] for k in _READING_FIELDS}
+    kept = {k: view[k] for k in _READING_FIELDS}
+    if view["compare"] is not None:
+        kept["compare"] = view["compare"]
+    return kept
 
 
 _READING_FIELDS = (

@@ -268,6 +268,9 @@ def test_a_healthy_canary_advances_when_the_new_side_is_not_worse(stack: Stack) 
     advance = stack.automatic("healthy")[1]
     behind = next(r for r in advance["details"]["readings"] if r["gate"] == GATE)
     assert behind["outcome"] == "ok"
+    # ... and the audit keeps the comparison's numbers, not just its outcome.
+    assert behind["compare"]["verdict"] == "not_worse"
+    assert behind["compare"]["new"]["exposures"] >= 200
 
 
 def test_a_real_regression_is_rolled_back(stack: Stack) -> None:
@@ -279,6 +282,8 @@ def test_a_real_regression_is_rolled_back(stack: Stack) -> None:
     back = events[1]
     assert back["from_step"] == 1 and back["to_step"] == 0
     assert GATE in back["reason"] and "-> rollback" in back["reason"]
+    kept = next(r for r in back["details"]["readings"] if r["gate"] == GATE)["compare"]
+    assert kept["verdict"] == "regression" and kept["low"] > kept["margin"]
     regression = [r for r in stack.readings("regress", step=1) if r["outcome"] == "rollback"]
     assert regression, "a reading at rollback"
     stats = regression[-1]["compare"]
