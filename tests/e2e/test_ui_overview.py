@@ -29,7 +29,7 @@ from controller.storage.store import Store
 from controller.storage.tables import RolloutRow
 from stages.actions import Action
 from stages.decide import decide
-from stages.decisions import Decision
+from stages.decisions import Decision, Hold, Pause, RollBack
 from stages.state import GateReading, Outcome
 from tests.e2e.test_ui import LAPTOP, _ends_with, browser, sign_in  # noqa: F401
 from tests.serving import Server, plan_yaml, running_server
@@ -141,7 +141,7 @@ def _gate_stories(stack: Stack) -> None:
             reading("p99-latency-ms", Outcome.OK, now, value=120.0),
         ],
     )
-    assert type(aborted).__name__ == "RollBack", aborted
+    assert isinstance(aborted, RollBack), aborted
     broken = stack.tick(
         "gated-broken",
         lambda now: [
@@ -149,7 +149,7 @@ def _gate_stories(stack: Stack) -> None:
             reading("p99-latency-ms", Outcome.ERROR, now, error="connection refused"),
         ],
     )
-    assert type(broken).__name__ == "Pause", broken
+    assert isinstance(broken, Pause), broken
     held = stack.tick(
         "gated-held",
         lambda now: [
@@ -164,7 +164,7 @@ def _gate_stories(stack: Stack) -> None:
             ),
         ],
     )
-    assert type(held).__name__ == "Hold", held
+    assert isinstance(held, Hold), held
     stack.act("gated-person", Action.PAUSE, "p99 looks odd, INC-77", actor="alice (operator)")
 
 
