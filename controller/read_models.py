@@ -5,7 +5,7 @@ state), so no route or page opens a session or knows a table."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,7 +21,7 @@ from controller.gates import history as gate_history
 from controller.rollouts import flags_enabled, with_freezes, with_kill_switch
 from controller.storage.mapping import rollout_view, state_from_row
 from controller.storage.store import Store
-from controller.storage.tables import GateEvaluationRow, RolloutRow
+from controller.storage.tables import AuditRow, GateEvaluationRow, RolloutRow
 from stages.freezes import Freeze
 from stages.state import ACTIVE_STATUSES, RolloutState
 from stages.windows import Window
@@ -36,6 +36,23 @@ class RolloutSummary:
     checked_at: datetime | None  # the slot the next check is counted from
     created_at: datetime
     latest_gates: list[dict[str, Any]]  # the newest evaluation of each gate
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutEntry:
+    """What the overview filters on, read from columns without parsing the plan."""
+
+    name: str
+    flag: str
+    status: str
+    labels: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class OverviewRead:
+    entries: list[RolloutEntry]  # every rollout, by name
+    summaries: list[RolloutSummary]  # the chosen ones, by name
+    last_events: dict[str, dict[str, Any]]  # per chosen rollout: its newest action event
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +102,37 @@ class ReadModels:
             return [
                 self._summary(session, row, enabled.get(row.flag_key), now, freezes) for row in rows
             ]
+
+    def rollout_overview(
+        self, now: datetime, choose: Callable[[Sequence[RolloutEntry]], Collection[str]]
+    ) -> OverviewRead:
+        """Every rollout's entry, and the summaries of those ``choose`` picks from them,
+        in one read: with hundreds of rollouts only a page's worth has its plan parsed
+        and its gates read."""
+        with self._store.read() as session:
+            listed = session.execute(
+                select(
+                    RolloutRow.name, RolloutRow.flag_key, RolloutRow.status, RolloutRow.plan
+                ).order_by(col(RolloutRow.name))
+            ).all()
+            entries = [
+                RolloutEntry(name, flag, status, _labels(plan))
+                for name, flag, status, plan in listed
+            ]
+            chosen = sorted(set(choose(entries)))
+            if not chosen:
+                return OverviewRead(entries, [], {})
+            rows = session.execute(
+                select(RolloutRow)
+                .where(col(RolloutRow.name).in_(chosen))
+                .order_by(col(RolloutRow.name))
+            ).scalars()
+            enabled = flags_enabled(session)
+            freezes = active_freezes(session, now)
+            summaries = [
+                self._summary(session, row, enabled.get(row.flag_key), now, freezes) for row in rows
+            ]
+            return OverviewRead(entries, summaries, _last_events(session, chosen))
 
     def rollout_detail(
         self, name: str, now: datetime, *, events: int, gate_points: int
@@ -178,6 +226,27 @@ def _rollout(session: Session, name: str) -> RolloutRow:
     if row is None:
         raise NotFound(f"rollout {name!r} not found")
     return row
+
+
+def _labels(plan: object) -> dict[str, str]:
+    labels = plan.get("labels") if isinstance(plan, dict) else None
+    return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
+
+
+def _last_events(session: Session, rollouts: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The newest transition of each rollout (an action or a decision with a status after
+    it; not a plan apply): what brought it where it is, since a hold writes no event."""
+    newest = (
+        select(func.max(AuditRow.id))
+        .where(
+            col(AuditRow.rollout).in_(rollouts),
+            col(AuditRow.to_status).is_not(None),
+            col(AuditRow.action) != "apply",
+        )
+        .group_by(col(AuditRow.rollout))
+    )
+    query = select(AuditRow).where(col(AuditRow.id).in_(newest))
+    return {str(r.rollout): audit.event_view(r) for r in session.execute(query).scalars()}
 
 
 def _latest_gates(session: Session, rollouts: Iterable[str]) -> list[LatestGate]:

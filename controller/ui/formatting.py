@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+
+from markupsafe import Markup
 
 from stages.decide import format_duration
 
@@ -52,6 +54,18 @@ def when(iso: str | datetime | None) -> str:
         return NONE
     at = datetime.fromisoformat(iso) if isinstance(iso, str) else iso
     return f"{at:%Y-%m-%d %H:%M:%S} UTC"
+
+
+def time_tag(iso: str | datetime | None) -> Markup:
+    """``when`` in a ``<time>`` element: the page's script (static/times.js) shows it in
+    the viewer's time zone, and the UTC time stays on hover and without JavaScript."""
+    if iso is None:
+        return Markup(NONE)
+    at = datetime.fromisoformat(iso) if isinstance(iso, str) else iso
+    utc = at.astimezone(UTC) if at.tzinfo is not None else at.replace(tzinfo=UTC)
+    text = when(utc)
+    machine = f"{utc:%Y-%m-%dT%H:%M:%S}Z"
+    return Markup('<time datetime="{}" title="{}" data-utc>{}</time>').format(machine, text, text)
 
 
 def status_label(status: str) -> str:

@@ -19,9 +19,18 @@ class LabelFilter:
 
     def link(self, key: str, value: str) -> str:
         """The overview filtered by this label as well."""
+        return "/?" + urlencode(self.params(self.adding(key, value)))
+
+    def adding(self, key: str, value: str) -> tuple[tuple[str, str], ...]:
+        """These selectors and ``key=value`` (which replaces another value of ``key``)."""
         terms = dict(self.selectors)
         terms[key] = value
-        return "/?" + urlencode([("label", f"{k}={v}") for k, v in terms.items()])
+        return tuple(terms.items())
+
+    @staticmethod
+    def params(selectors: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The query parameters that choose ``selectors`` again: one ``label`` each."""
+        return [("label", f"{k}={v}") for k, v in selectors]
 
 
 def chosen(raw: Sequence[str]) -> LabelFilter:

@@ -14,11 +14,13 @@ from markupsafe import Markup
 
 from controller.read_models import RolloutSummary
 from controller.runtime import Runtime
-from controller.ui import charts
+from controller.ui import charts, overview_filter
+from controller.ui.causes import Cause, cause
 from controller.ui.forecast import Forecast, forecast
+from controller.ui.gate_schedule import gates_elsewhere
+from controller.ui.overview_filter import OverviewFilter, OverviewSlice
 from flags.model import EvaluationContext
 from stages.actions import NEEDS_FLAG_ENABLED, Action, available_actions
-from stages.freezes import labels_match
 from stages.plan import Gate
 from stages.state import RolloutState, Status, serving
 
@@ -43,6 +45,15 @@ class RolloutCard:
     lights: list[GateLight]
     next_check_in: float | None
     actions: list[str]
+    # No gate applies now, but the plan has gates: which apply, from which step.
+    gates_later: str | None = None
+    cause: Cause | None = None  # why it stopped or holds, on the overview row
+
+
+@dataclass(frozen=True, slots=True)
+class OverviewPage:
+    cards: list[RolloutCard]
+    slice: OverviewSlice
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,12 +64,13 @@ class GatePanel:
     compare: bool = False  # the chart is new - old with its interval, against the margin
 
 
-def overview(
-    runtime: Runtime, now: datetime, labels: Sequence[tuple[str, str]] = ()
-) -> list[RolloutCard]:
-    """Every rollout, or those whose plan labels hold every ``(label, value)``."""
-    summaries = runtime.read_models.rollout_summaries(now)
-    return [_card(s, now) for s in summaries if labels_match(dict(s.state.plan.labels), labels)]
+def overview_page(runtime: Runtime, now: datetime, chosen: OverviewFilter) -> OverviewPage:
+    """The page of rollouts ``chosen`` asks for: only these are summarised."""
+    read = runtime.read_models.rollout_overview(
+        now, lambda entries: overview_filter.select(entries, chosen).names
+    )
+    cards = [_card(s, now, read.last_events.get(s.view["name"])) for s in read.summaries]
+    return OverviewPage(cards, overview_filter.select(read.entries, chosen))
 
 
 def rollout_page(runtime: Runtime, name: str, now: datetime) -> dict[str, Any]:
@@ -118,7 +130,9 @@ def _plan_history(runtime: Runtime, name: str) -> dict[str, Any]:
     }
 
 
-def _card(summary: RolloutSummary, now: datetime) -> RolloutCard:
+def _card(
+    summary: RolloutSummary, now: datetime, last_event: Mapping[str, Any] | None = None
+) -> RolloutCard:
     state, view = summary.state, summary.view
     latest = summary.latest_gates
     next_check = _next_check(summary.checked_at, state, now)
@@ -144,6 +158,8 @@ def _card(summary: RolloutSummary, now: datetime) -> RolloutCard:
         lights=lights,
         next_check_in=next_check.total_seconds() if next_check is not None else None,
         actions=[a.value for a in actions],
+        gates_later=gates_elsewhere(state.plan, state.step, baking=state.baking),
+        cause=cause(state, last_event, ahead.headline),
     )
 
 

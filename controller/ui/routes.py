@@ -23,7 +23,7 @@ from controller.api.evaluation import EvaluationCounts
 from controller.auth import Permission, Principal, Role
 from controller.errors import NotFound, Refused, Unauthorized, VersionConflict
 from controller.runtime import Runtime, RuntimeDep
-from controller.ui import formatting, freeze_routes, label_filter, pages
+from controller.ui import formatting, freeze_routes, overview_filter, pages
 from controller.ui.session import (
     FormUser,
     SessionUser,
@@ -56,6 +56,7 @@ def install(app: FastAPI) -> None:
         number=formatting.number,
         percent=formatting.percent,
         when=formatting.when,
+        time_tag=formatting.time_tag,
         status_label=formatting.status_label,
         light_label=formatting.light_label,
     )
@@ -226,18 +227,24 @@ def overview(
     runtime: RuntimeDep,
     user: SessionUser,
     label: LabelQuery = [],  # noqa: B006 (FastAPI copies the default)
+    q: str = "",
+    status: str = "",
+    page: str = "",
 ) -> Response:
-    chosen = label_filter.chosen(label)
-    cards = [] if chosen.problem else pages.overview(runtime, runtime.clock(), chosen.selectors)
-    live = "/ui/live/overview" + (f"?{request.url.query}" if request.url.query else "")
+    chosen = overview_filter.chosen(q, status, label, page)
+    shown = pages.overview_page(runtime, runtime.clock(), chosen)
     return _render(
         request,
         "overview.html",
         user,
         422 if chosen.problem else 200,
-        cards=cards,
-        label_filter=chosen,
-        live_url=live,
+        overview=shown,
+        cards=shown.cards,
+        chosen=chosen,
+        label_filter=chosen.labels,
+        statuses=overview_filter.STATUSES,
+        # The poller asks for the rows this page shows, at the page it shows.
+        live_url=chosen.url(page=shown.slice.page, path="/ui/live/overview"),
     )
 
 
@@ -247,10 +254,22 @@ def overview_live(
     runtime: RuntimeDep,
     user: SessionUser,
     label: LabelQuery = [],  # noqa: B006
+    q: str = "",
+    status: str = "",
+    page: str = "",
 ) -> Response:
-    chosen = label_filter.chosen(label)
-    cards = [] if chosen.problem else pages.overview(runtime, runtime.clock(), chosen.selectors)
-    return _render(request, "live_overview.html", user, cards=cards, label_filter=chosen)
+    chosen = overview_filter.chosen(q, status, label, page)
+    shown = pages.overview_page(runtime, runtime.clock(), chosen)
+    # A bad filter is the page's to say: the poller only swaps rows in.
+    return _render(
+        request,
+        "live_overview.html",
+        user,
+        overview=shown,
+        cards=shown.cards,
+        chosen=chosen,
+        label_filter=chosen.labels,
+    )
 
 
 @router.get("/ui/rollouts/{name}")

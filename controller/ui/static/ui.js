@@ -57,6 +57,7 @@
   }
 
   function refresh() {
+    url = document.body.getAttribute("data-live-url"); // overview.js changes it as you filter
     if (!url || document.hidden || inFlight || state === "signed-out") return;
     inFlight = true;
     fetch(url, { credentials: "same-origin", cache: "no-store", headers: { Accept: "text/html" } })
