@@ -95,7 +95,16 @@ def expected_share(state: RolloutState) -> float | None:
     return (100 - state.plan.holdout) / 100
 
 
-def segments(plan: Plan) -> int:
-    """How many segments a compare gate's evidence may have: each step, and a bake
-    whose holdout gives compare gates an old side."""
-    return len(plan.steps) + (1 if plan.holdout is not None else 0)
+def segments(plan: Plan, gate: str) -> int:
+    """How many segments the compare gate ``gate`` may gather evidence in: the steps it
+    applies to, and a bake whose holdout gives compare gates an old side. Fixed by the
+    plan, so the restarted tests' weights (``stages.compare``) are fixed before any data;
+    at least 1."""
+    count = sum(
+        any(g.name == gate for g in plan.gates_for(index)) for index in range(len(plan.steps))
+    )
+    if plan.holdout is not None and any(
+        g.name == gate for g in plan.gates_for(plan.last_step, baking=True)
+    ):
+        count += 1
+    return max(1, count)

@@ -72,10 +72,12 @@ class Evidence:
     weighted: float = 0.0
     information: float = 0.0
     log_e: float = 0.0  # the exact regression test's log e-value, product over steps
-    # Sum over start steps j of the product of e-values from j to the last finished
-    # step: the restarted tests, so a regression that begins at a wider step is not
-    # diluted by the healthy steps before it (``_restarted_log_e``).
-    restart_sum: float = 0.0
+    # Sum over the later start steps j (2 .. the gate's planned segments) of the product
+    # of e-values from j to the last finished step: the restarted tests, so a regression
+    # that begins at a wider step is not diluted by the healthy steps before it
+    # (``_restarted_log_e``); the start at the first step is ``log_e``.
+    later_sum: float = 0.0
+    planned: int = 0  # the gate's segments in the plan, as the last reading counted them
     segments: int = 0
     step_weighted: float = 0.0
     step_information: float = 0.0
@@ -101,6 +103,7 @@ class Evidence:
             step_log_e=stats.step_log_e,
             step_allowance_weighted=stats.step_information * stats.step_allowance,
             regressed_at=shown,
+            planned=stats.planned,
         )
 
     def folded(self) -> Evidence:
@@ -118,7 +121,9 @@ class Evidence:
             weighted=self.weighted + self.step_weighted,
             information=self.information + self.step_information,
             log_e=self.log_e + self.step_log_e,
-            restart_sum=(self.restart_sum + 1) * math.exp(min(self.step_log_e, 700.0)),
+            later_sum=_later_starts(self.later_sum, self.segments + 1, self.planned)
+            * math.exp(min(self.step_log_e, 700.0)),
+            planned=self.planned,
             segments=self.segments + 1,
             allowance_weighted=self.allowance_weighted + self.step_allowance_weighted,
             regressed_at=self.regressed_at,
@@ -154,6 +159,7 @@ class CompareStats:
     step_allowance: float = 0.0
     allowance: float = 0.0
     regressed_at: int = 0  # an earlier reading showed a regression, at this step
+    planned: int = 1  # the gate's segments in the plan (the restarted tests' weights)
 
 
 def evaluate(
@@ -168,7 +174,8 @@ def evaluate(
     steps: int = 1,
 ) -> CompareStats:
     """The reading of one compare gate from this step's counts and earlier evidence;
-    ``steps`` is how many steps the plan has (the restarted tests' weights)."""
+    ``steps`` is how many segments the gate may gather in the plan (the steps it applies
+    to: the restarted tests' weights, ``_restarted_log_e``)."""
     margin = spec.worse_by
     prior = carried if carried is not None and carried.margin == margin else Evidence(margin)
     share, srm_p = _sample_ratio(new, old, expected_share)
@@ -289,6 +296,7 @@ def _pooled(
         verdict, new, old, margin, alpha, estimate, low, high, statistic, needed,
         share, expected_share, srm_p, step.weighted, step.information, step.log_e, log_e,
         prior.segments, min_samples, pooled, step.allowance, allowance, prior.regressed_at,
+        max(1, steps),
     )  # fmt: skip
 
 
@@ -331,17 +339,38 @@ def _needed(
 
 
 def _restarted_log_e(prior: Evidence, step_log_e: float, steps: int) -> float:
-    """log of the mean, over every step j the test could have started at, of the
-    product of the steps' e-values from j on (1 for a start not reached yet). Each is a
-    test martingale and the weights are fixed (1 / the plan's steps), so the mean is an
-    e-process too: Ville's bound holds for it, and a regression that begins at a wider
-    step is not diluted by the steps before it. It only ever takes the rollback: the
-    intervals above are a further condition, which can only make rollbacks rarer."""
-    started = prior.segments + 1
-    spare = max(steps, started) - started
-    current = math.exp(min(step_log_e, 700.0))
-    total = (prior.restart_sum + 1) * current + spare
-    return math.log(total / max(steps, started)) if total > 0 else -math.inf
+    """log of the weighted mean, over every step j the test could have started at, of
+    the product of the steps' e-values from j on (1 for a start not reached yet). Each
+    product is a test martingale and the weights are fixed by the plan before any data,
+    so the mean is an e-process too: Ville's bound holds for it, and a regression that
+    begins at a wider step is not diluted by the steps before it.
+
+    The weights: half on the first step, the other half split evenly over the later
+    steps the gate applies to (none past them: after a step back the earlier starts go
+    on). A change is the same code at every step, so a regression nearly always shows
+    from the first step, and there requests are fewest: what a weight costs is
+    ``log(1/w)`` of evidence, paid in requests, and a 1 % canary pays for each of them
+    a hundred times slower than a 50 % step. Uniform weights over all of a 12-step plan
+    cost ``log 12`` = 2.5 at the first step; these cost ``log 2`` = 0.7 there and, over
+    the 6 steps the example plan's compare gates apply to, ``log 10`` = 2.3 later.
+
+    It only ever takes the rollback: the intervals are a further condition, which can
+    only make rollbacks rarer."""
+    planned = max(1, steps)
+    first = prior.log_e + step_log_e
+    if planned == 1:
+        return first
+    later = _later_starts(prior.later_sum, prior.segments + 1, planned)
+    terms = [math.log(0.5) + first]
+    if later > 0:
+        terms.append(math.log(0.5 / (planned - 1)) + math.log(later) + step_log_e)
+    return sequential.log_mean_exp(terms, 1)
+
+
+def _later_starts(later_sum: float, segment: int, planned: int) -> float:
+    """The sum of the later starts' products up to ``segment`` (1-based), before its own
+    e-value: a start at ``segment`` joins with a product of 1 when it has a weight."""
+    return later_sum + (1.0 if 2 <= segment <= planned else 0.0)
 
 
 def log_e_regression(new: Side, reference: float, scale: float) -> float:

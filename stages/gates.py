@@ -133,7 +133,7 @@ def compare_reading(
         min_samples=gate.min_samples,
         # In a bake the old side is the holdout: the new side's share is its complement.
         expected_share=bake.expected_share(state) or expected_share(step),
-        steps=bake.segments(state.plan),
+        steps=bake.segments(state.plan, gate.name),
     )
     outcome = _COMPARE_OUTCOMES[stats.verdict]
     if stats.verdict is compare.Verdict.UNDECIDED and spec.requires == "no_regression":

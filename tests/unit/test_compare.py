@@ -208,13 +208,14 @@ def test_a_shown_regression_stays_shown_at_a_narrower_step_that_looks_quiet() ->
     # A regression shown at a wide step (by that step alone), then a step back where
     # the narrower step reads as healthy as can be: the test had rejected, and a quiet
     # narrower step is no evidence the change got better. It stays until a retry.
-    healthy = _stats(Side(50, 100_000), Side(500, 900_000), expected_share=0.1)
+    # Three steps in the plan: the restarted test at the second step has its weight.
+    healthy = _stats(Side(50, 100_000), Side(500, 900_000), expected_share=0.1, steps=3)
     kept = Evidence(SPEC.worse_by).with_step(healthy).folded()
-    wide = _stats(Side(120, 20_000), Side(60, 60_000), kept, expected_share=0.25)
+    wide = _stats(Side(120, 20_000), Side(60, 60_000), kept, expected_share=0.25, steps=3)
     assert wide.verdict is Verdict.REGRESSION
     kept = kept.with_step(wide).folded()
     assert kept.regressed_at == 2
-    narrow = _stats(Side(2, 5_000), Side(500, 95_000), kept, expected_share=0.05)
+    narrow = _stats(Side(2, 5_000), Side(500, 95_000), kept, expected_share=0.05, steps=3)
     assert narrow.verdict is Verdict.REGRESSION
     assert narrow.low is not None and narrow.low <= SPEC.worse_by  # not by itself
     assert "an earlier step of this run showed a regression" in describe(narrow, "rollback")
